@@ -1,0 +1,245 @@
+"""The VIMH (Variable Image Multi-Head) binary format: record layouts, labels, folder names.
+
+See docs/vimh.md for the full specification. Everything here is pure description: the reader
+and the writer build on it so that they cannot disagree about a byte.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+INFO_FILENAME = "vimh_dataset_info.json"
+SPLITS = ("train", "val", "test")
+FORMAT_NAME = "VIMH"
+CURRENT_VERSION = "2.1"
+LAYOUTS = ("2.1", "2.0")
+CODE_LEVELS = 255  # 8-bit label codes run 0..255
+METADATA_BYTES = {"2.1": 14, "2.0": 6}  # bytes before the N byte
+SCALES = ("linear", "log")
+
+
+class VIMHFormatError(ValueError):
+    """A dataset on disk does not follow the format; the message names file, field, expectation."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One labelled parameter: its range, class grid and 8-bit code.
+
+    `min`, `max`, `step` are in natural units (as in the JSON `parameter_mappings`). The code
+    of a value is `floor(255 * (v - min) / (max - min))`, decoded as `min + q/255 * (max - min)`;
+    the class of a value is `round((v - min) / step)`.
+    """
+
+    name: str
+    min: float
+    max: float
+    step: float
+    scale: str = "linear"
+    description: str = ""
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"parameter '{self.name}'"
+        if not all(math.isfinite(x) for x in (self.min, self.max, self.step)):
+            raise ValueError(f"{where}: min, max and step must be finite numbers")
+        if self.scale not in SCALES:
+            raise ValueError(f"{where}: scale must be one of {SCALES}, got {self.scale!r}")
+        if self.max < self.min:
+            raise ValueError(f"{where}: max ({self.max}) is below min ({self.min})")
+        if self.fixed:
+            return
+        if self.step <= 0:
+            raise ValueError(f"{where}: a varying parameter needs step > 0, got {self.step}")
+        n_steps = (self.max - self.min) / self.step
+        if abs(n_steps - round(n_steps)) > 1e-6 * max(1.0, n_steps):
+            raise ValueError(
+                f"{where}: step {self.step} does not divide the range [{self.min}, {self.max}] "
+                f"((max - min) / step = {n_steps:.6g}, expected a whole number)"
+            )
+        if self.scale == "log" and self.min <= 0:
+            raise ValueError(f"{where}: log scale needs min > 0, got {self.min}")
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.max
+
+    @property
+    def span(self) -> float:
+        return self.max - self.min
+
+    @property
+    def num_classes(self) -> int:
+        return 1 if self.fixed else int(round(self.span / self.step)) + 1
+
+    # --- 8-bit codes -------------------------------------------------------------------------
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Natural values -> uint8 codes (floor, as the format specifies)."""
+        v = np.asarray(values, dtype=np.float64)
+        # The tiny epsilon keeps values computed as exact grid points from flooring one code
+        # low because of binary rounding (e.g. 255 * 0.7 / 0.7 = 254.99999...).
+        q = np.floor(CODE_LEVELS * (v - self.min) / self.span + 1e-9)
+        return np.clip(q, 0, CODE_LEVELS).astype(np.uint8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """uint8 codes -> natural values (float64)."""
+        q = np.asarray(codes, dtype=np.float64)
+        return self.min + q / CODE_LEVELS * self.span
+
+    def class_code(self, classes: np.ndarray) -> np.ndarray:
+        """Class indices -> codes, in exact integer arithmetic (grid sampling uses this)."""
+        k = np.asarray(classes, dtype=np.int64)
+        return (CODE_LEVELS * k // (self.num_classes - 1)).astype(np.uint8)
+
+    def class_index(self, values: np.ndarray) -> np.ndarray:
+        """Natural values -> class indices 0..K-1."""
+        v = np.asarray(values, dtype=np.float64)
+        k = np.rint((v - self.min) / self.step).astype(np.int64)
+        return np.clip(k, 0, self.num_classes - 1)
+
+    def class_value(self, classes: np.ndarray) -> np.ndarray:
+        """Class indices -> the grid value of each class."""
+        return self.min + np.asarray(classes, dtype=np.float64) * self.step
+
+    def check_codes_exact(self) -> None:
+        """Every class must survive code -> value -> class, or grid labels would be wrong."""
+        k = np.arange(self.num_classes)
+        back = self.class_index(self.decode(self.class_code(k)))
+        bad = np.flatnonzero(back != k)
+        if bad.size:
+            raise ValueError(
+                f"parameter '{self.name}': {self.num_classes} classes are too many for 8-bit "
+                f"codes (class {bad[0]} would decode as class {back[bad[0]]}); use at most 128 "
+                f"classes, or a class count K whose K - 1 divides 255"
+            )
+
+    # --- unit interval, for regression targets ---------------------------------------------
+    def to_unit(self, values: np.ndarray) -> np.ndarray:
+        """Natural values -> [0, 1], linearly or logarithmically by `scale`."""
+        v = np.asarray(values, dtype=np.float64)
+        if self.scale == "log":
+            return np.log(v / self.min) / math.log(self.max / self.min)
+        return (v - self.min) / self.span
+
+    def from_unit(self, u: np.ndarray) -> np.ndarray:
+        u = np.asarray(u, dtype=np.float64)
+        if self.scale == "log":
+            return self.min * (self.max / self.min) ** u
+        return self.min + u * self.span
+
+    def mapping(self) -> dict:
+        """The JSON `parameter_mappings` entry (NSMT keys plus our `scale` and `unit`)."""
+        return {
+            "min": self.min,
+            "max": self.max,
+            "step": self.step,
+            "description": self.description,
+            "scale": self.scale,
+            "unit": self.unit,
+        }
+
+    @classmethod
+    def from_mapping(cls, name: str, m: dict) -> ParamSpec:
+        return cls(
+            name=name,
+            min=float(m["min"]),
+            max=float(m["max"]),
+            step=float(m.get("step", 0.0)),
+            scale=str(m.get("scale", "linear")),
+            description=str(m.get("description", "")),
+            unit=str(m.get("unit", "")),
+        )
+
+
+def header_bytes(version: str, n_params: int) -> int:
+    """Bytes before the pixels: dims, [spec_min, spec_max], N, N x (id, value)."""
+    return METADATA_BYTES[version] + 1 + 2 * n_params
+
+
+def record_bytes(version: str, height: int, width: int, channels: int, n_params: int) -> int:
+    return header_bytes(version, n_params) + height * width * channels
+
+
+def record_dtype(version: str, height: int, width: int, channels: int, n_params: int) -> np.dtype:
+    """A packed little-endian numpy dtype for one record, so files map without parsing."""
+    fields: list[tuple] = [("height", "<u2"), ("width", "<u2"), ("channels", "<u2")]
+    if version == "2.1":
+        fields += [("spec_min", "<f4"), ("spec_max", "<f4")]
+    elif version != "2.0":
+        raise ValueError(f"unknown VIMH layout version {version!r}; expected one of {LAYOUTS}")
+    fields += [
+        ("n_params", "u1"),
+        ("params", "u1", (n_params, 2)),
+        ("pixels", "u1", (channels, height, width)),
+    ]
+    dt = np.dtype(fields)
+    assert dt.itemsize == record_bytes(version, height, width, channels, n_params)
+    return dt
+
+
+# --- folder names --------------------------------------------------------------------------
+_NAME_RE = re.compile(
+    r"^vimh-(?P<height>\d+)x(?P<width>\d+)(?:x(?P<channels>\d+))?"
+    r"_(?P<sample_rate>\d+)Hz_(?P<duration>\d+p\d+)s_(?P<samples>\d+)dss"
+    r"_(?P<synth>.+)_(?P<params>\d+)p$"
+)
+
+
+def format_duration(seconds: float) -> str:
+    """1.0 -> '1p0', 0.25 -> '0p25' (the decimal point spelled 'p')."""
+    text = f"{seconds:.6f}".rstrip("0")
+    if text.endswith("."):
+        text += "0"
+    return text.replace(".", "p")
+
+
+def dataset_folder_name(
+    height: int,
+    width: int,
+    channels: int,
+    sample_rate: int,
+    duration: float,
+    samples: int,
+    synth: str,
+    n_params: int,
+) -> str:
+    """`vimh-{H}x{W}x{C}_{SR}Hz_{dur}s_{N}dss_{synth}_{P}p`."""
+    return (
+        f"vimh-{height}x{width}x{channels}_{int(sample_rate)}Hz_{format_duration(duration)}s"
+        f"_{samples}dss_{synth}_{n_params}p"
+    )
+
+
+@dataclass
+class FolderName:
+    height: int
+    width: int
+    channels: int | None
+    sample_rate: int
+    duration: float
+    samples: int
+    synth: str
+    params: int
+
+
+def parse_folder_name(name: str) -> FolderName | None:
+    """Parse a dataset folder name; None when it does not follow the pattern."""
+    m = _NAME_RE.match(name)
+    if m is None:
+        return None
+    g = m.groupdict()
+    return FolderName(
+        height=int(g["height"]),
+        width=int(g["width"]),
+        channels=int(g["channels"]) if g["channels"] else None,
+        sample_rate=int(g["sample_rate"]),
+        duration=float(g["duration"].replace("p", ".")),
+        samples=int(g["samples"]),
+        synth=g["synth"],
+        params=int(g["params"]),
+    )
+

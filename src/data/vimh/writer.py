@@ -1,0 +1,224 @@
+"""Write VIMH datasets (layout 2.1) atomically.
+
+Records are appended batch by batch into a temporary folder beside the target; the folder is
+renamed into place only when every split holds its declared number of records and the JSON is
+written. An existing dataset is never replaced unless `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from src.data.vimh.format import (
+    CODE_LEVELS,
+    CURRENT_VERSION,
+    FORMAT_NAME,
+    INFO_FILENAME,
+    METADATA_BYTES,
+    SPLITS,
+    ParamSpec,
+    record_dtype,
+)
+
+
+def build_info(
+    *,
+    dataset_name: str,
+    height: int,
+    width: int,
+    channels: int,
+    channel_labels: Sequence[str],
+    params: Sequence[ParamSpec],
+    fixed_parameters: Mapping[str, Mapping],
+    split_sizes: Mapping[str, int],
+    sample_rate: int,
+    duration: float,
+    synth_type: str,
+    spectrogram_config: Mapping,
+    extra: Mapping | None = None,
+) -> dict:
+    """The JSON metadata: every key NSMT writes, then our documented additions from `extra`."""
+    mappings = {p.name: p.mapping() for p in params}
+    for name, fixed in fixed_parameters.items():
+        value = fixed["value"]
+        mappings[name] = {
+            "min": value,
+            "max": value,
+            "step": 0.0,
+            "description": fixed.get("description", ""),
+        }
+    info = {
+        "format": FORMAT_NAME,
+        "version": CURRENT_VERSION,
+        "dataset_name": dataset_name,
+        "height": height,
+        "width": width,
+        "channels": channels,
+        "channel_labels": list(channel_labels),
+        "varying_parameters": len(params),
+        "parameter_names": [p.name for p in params],
+        "parameter_mappings": mappings,
+        "fixed_parameters": {k: dict(v) for k, v in fixed_parameters.items()},
+        "train_samples": int(split_sizes.get("train", 0)),
+        "test_samples": int(split_sizes.get("test", 0)),
+        "val_samples": int(split_sizes.get("val", 0)),
+        "total_samples": int(sum(split_sizes.values())),
+        "sample_rate": sample_rate,
+        "duration": duration,
+        "synth_type": synth_type,
+        "image_size": f"{height}x{width}x{channels}",
+        "spectrogram_config": dict(spectrogram_config),
+        "label_encoding": {
+            "format": "[height] [width] [channels] [spec_min] [spec_max] [N] "
+            "[param1_id] [param1_val] [param2_id] [param2_val] ...",
+            "metadata_bytes": METADATA_BYTES[CURRENT_VERSION],
+            "byte_order": "little-endian",
+            "pixel_order": "CHW",
+            "code": "q = floor(255 * (v - min) / (max - min)); v = min + q / 255 * (max - min)",
+            "scale_factors": {
+                "spec_min": "float32: dB value that maps to pixel 0",
+                "spec_max": "float32: dB value that maps to pixel 255",
+            },
+            "N_range": [0, CODE_LEVELS],
+            "param_id_range": [0, CODE_LEVELS],
+            "param_val_range": [0, CODE_LEVELS],
+        },
+    }
+    for key, value in (extra or {}).items():
+        if key in info:
+            raise ValueError(f"extra metadata key '{key}' would replace a format key")
+        info[key] = value
+    return info
+
+
+class VIMHWriter:
+    """Append records split by split, then `finish()` to put the dataset in place atomically."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        height: int,
+        width: int,
+        channels: int,
+        params: Sequence[ParamSpec],
+        split_sizes: Mapping[str, int],
+        audio_samples: int | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        unknown = set(split_sizes) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; expected some of {SPLITS}")
+        if self.root.exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.root} already exists; refusing to overwrite it (pass overwrite=True, "
+                f"or dataset.overwrite=true on the command line, to replace it)"
+            )
+        self.shape = (channels, height, width)
+        self.params = tuple(params)
+        self.split_sizes = {k: int(v) for k, v in split_sizes.items()}
+        self.overwrite = overwrite
+        self.dtype = record_dtype(CURRENT_VERSION, height, width, channels, len(self.params))
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        self.counts = dict.fromkeys(self.split_sizes, 0)
+        self._files = {s: open(self.tmp / s, "wb") for s in self.split_sizes}  # noqa: SIM115
+        self._audio = None
+        if audio_samples is not None:
+            self._audio = {
+                s: np.lib.format.open_memmap(
+                    self.tmp / f"{s}_audio.npy", mode="w+", dtype=np.float32, shape=(n, audio_samples)
+                )
+                for s, n in self.split_sizes.items()
+            }
+        self._done = False
+
+    def __enter__(self) -> VIMHWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._done:
+            self.abort()
+
+    def write(
+        self,
+        split: str,
+        pixels: np.ndarray,
+        codes: np.ndarray,
+        spec_min: float | np.ndarray,
+        spec_max: float | np.ndarray,
+        audio: np.ndarray | None = None,
+    ) -> None:
+        """Append a batch: pixels (B, C, H, W) uint8, codes (B, P) uint8, optional audio (B, T)."""
+        if split not in self._files:
+            raise KeyError(f"split '{split}' was not declared; declared: {list(self._files)}")
+        pixels = np.asarray(pixels)
+        codes = np.asarray(codes)
+        b = len(pixels)
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != self.shape:
+            raise ValueError(
+                f"pixels must be uint8 of shape (B, {', '.join(map(str, self.shape))}), "
+                f"got {pixels.dtype} {pixels.shape}"
+            )
+        if codes.dtype != np.uint8 or codes.shape != (b, len(self.params)):
+            raise ValueError(f"codes must be uint8 ({b}, {len(self.params)}), got {codes.shape}")
+        if self.counts[split] + b > self.split_sizes[split]:
+            raise ValueError(
+                f"split '{split}' declared {self.split_sizes[split]} records; this batch would "
+                f"make {self.counts[split] + b}"
+            )
+        rec = np.zeros(b, dtype=self.dtype)
+        rec["height"], rec["width"], rec["channels"] = self.shape[1], self.shape[2], self.shape[0]
+        rec["spec_min"], rec["spec_max"] = spec_min, spec_max
+        rec["n_params"] = len(self.params)
+        rec["params"][:, :, 0] = np.arange(len(self.params), dtype=np.uint8)
+        rec["params"][:, :, 1] = codes
+        rec["pixels"] = pixels
+        rec.tofile(self._files[split])
+        if self._audio is not None:
+            if audio is None:
+                raise ValueError("this writer stores audio; pass audio with every batch")
+            start = self.counts[split]
+            self._audio[split][start : start + b] = audio
+        self.counts[split] += b
+
+    def finish(self, info: Mapping) -> Path:
+        """Check counts, write the JSON, and rename the finished folder into place."""
+        short = {s: (self.counts[s], n) for s, n in self.split_sizes.items() if self.counts[s] != n}
+        if short:
+            raise ValueError(f"splits not complete (written, declared): {short}")
+        for f in self._files.values():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        if self._audio is not None:
+            for a in self._audio.values():
+                a.flush()
+            self._audio = None
+        (self.tmp / INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
+        old = None
+        if self.root.exists():
+            if not self.overwrite:
+                raise FileExistsError(f"{self.root} appeared while writing; not overwriting it")
+            old = self.root.with_name(f".{self.root.name}.old-{os.getpid()}")
+            self.root.rename(old)
+        os.rename(self.tmp, self.root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._done = True
+        return self.root
+
+    def abort(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._audio = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._done = True
