@@ -104,8 +104,9 @@ def test_1043_bytes_for_32x32x1_with_two_parameters(tmp_path):
     name = dataset_folder_name(32, 32, 1, 8000, 1.0, 3, "saw", 2)
     assert name == "vimh-32x32x1_8000Hz_1p0s_3dss_saw_2p"
     root = tmp_path / name
-    with VIMHWriter(root, height=32, width=32, channels=1, params=PARAMS,
-                    split_sizes={"train": 2, "test": 1}) as w:
+    with VIMHWriter(
+        root, height=32, width=32, channels=1, params=PARAMS, split_sizes={"train": 2, "test": 1}
+    ) as w:
         for split, n in (("train", 2), ("test", 1)):
             w.write(split, np.zeros((n, 1, 32, 32), np.uint8), np.zeros((n, 2), np.uint8), -80, 0)
         w.finish(make_info(root.name, 32, 32, 1, {"train": 2, "test": 1}))
@@ -115,10 +116,19 @@ def test_1043_bytes_for_32x32x1_with_two_parameters(tmp_path):
 
 def make_info(name, h, w, c, sizes, params=PARAMS):
     return build_info(
-        dataset_name=name, height=h, width=w, channels=c, channel_labels=["power"] * c,
-        params=params, fixed_parameters={"attack": {"value": 0.005, "description": "s"}},
-        split_sizes=sizes, sample_rate=8000, duration=1.0, synth_type="saw",
-        spectrogram_config={"kind": "test"}, extra={"seed": 7},
+        dataset_name=name,
+        height=h,
+        width=w,
+        channels=c,
+        channel_labels=["power"] * c,
+        params=params,
+        fixed_parameters={"attack": {"value": 0.005, "description": "s"}},
+        split_sizes=sizes,
+        sample_rate=8000,
+        duration=1.0,
+        synth_type="saw",
+        spectrogram_config={"kind": "test"},
+        extra={"seed": 7},
     )
 
 
@@ -126,8 +136,9 @@ def write_dataset(root, h=4, w=5, c=2, sizes=None, seed=0, audio=None):
     sizes = sizes or {"train": 7, "val": 3, "test": 2}
     rng = np.random.default_rng(seed)
     data = {}
-    with VIMHWriter(root, height=h, width=w, channels=c, params=PARAMS, split_sizes=sizes,
-                    audio_samples=audio) as wr:
+    with VIMHWriter(
+        root, height=h, width=w, channels=c, params=PARAMS, split_sizes=sizes, audio_samples=audio
+    ) as wr:
         for split, n in sizes.items():
             px = rng.integers(0, 256, (n, c, h, w), dtype=np.uint8)
             codes = rng.integers(0, 256, (n, 2), dtype=np.uint8)
@@ -151,15 +162,35 @@ def test_write_read_round_trip(tmp_path):
         np.testing.assert_array_equal(ds[split].codes, codes)
         np.testing.assert_array_equal(ds.audio(split), au)
     info = json.loads((root / INFO_FILENAME).read_text())
-    for key in ("format", "version", "dataset_name", "height", "width", "channels",
-                "channel_labels", "varying_parameters", "parameter_names", "parameter_mappings",
-                "fixed_parameters", "train_samples", "test_samples", "sample_rate", "duration",
-                "synth_type", "spectrogram_config", "label_encoding"):
+    for key in (
+        "format",
+        "version",
+        "dataset_name",
+        "height",
+        "width",
+        "channels",
+        "channel_labels",
+        "varying_parameters",
+        "parameter_names",
+        "parameter_mappings",
+        "fixed_parameters",
+        "train_samples",
+        "test_samples",
+        "sample_rate",
+        "duration",
+        "synth_type",
+        "spectrogram_config",
+        "label_encoding",
+    ):
         assert key in info, key
     assert info["version"] == "2.1" and info["label_encoding"]["metadata_bytes"] == 14
     assert info["parameter_mappings"]["pitch"]["scale"] == "linear"
     assert info["parameter_mappings"]["attack"] == {
-        "min": 0.005, "max": 0.005, "step": 0.0, "description": "s"}
+        "min": 0.005,
+        "max": 0.005,
+        "step": 0.0,
+        "description": "s",
+    }
     assert ds.params == tuple(PARAMS)
 
 
@@ -172,17 +203,27 @@ def test_writer_refuses_to_overwrite_and_cleans_up_on_error(tmp_path):
     assert (root / "train").read_bytes() == before
     # A failure half-way leaves neither a partial dataset nor temporary folders behind.
     target = tmp_path / "new"
-    with pytest.raises(ValueError, match="not complete"), VIMHWriter(
-        target, height=4, width=5, channels=2, params=PARAMS, split_sizes={"train": 3}
-    ) as w:
+    with (
+        pytest.raises(ValueError, match="not complete"),
+        VIMHWriter(
+            target, height=4, width=5, channels=2, params=PARAMS, split_sizes={"train": 3}
+        ) as w,
+    ):
         w.write("train", np.zeros((1, 2, 4, 5), np.uint8), np.zeros((1, 2), np.uint8), 0, 1)
         w.finish({})
     assert not target.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     # Replacing works when asked.
     write_dataset(tmp_path / "ds2")
-    with VIMHWriter(root, height=4, width=5, channels=2, params=PARAMS,
-                    split_sizes={"train": 1, "test": 1}, overwrite=True) as w:
+    with VIMHWriter(
+        root,
+        height=4,
+        width=5,
+        channels=2,
+        params=PARAMS,
+        split_sizes={"train": 1, "test": 1},
+        overwrite=True,
+    ) as w:
         w.write("train", np.ones((1, 2, 4, 5), np.uint8), np.zeros((1, 2), np.uint8), 0, 1)
         w.write("test", np.ones((1, 2, 4, 5), np.uint8), np.zeros((1, 2), np.uint8), 0, 1)
         w.finish(make_info("ds", 4, 5, 2, {"train": 1, "test": 1}))
@@ -203,8 +244,7 @@ def test_reads_read_only_folder(tmp_path):
         root.chmod(stat.S_IRWXU)
         for p in root.iterdir():
             p.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    assert sorted(p.name for p in root.iterdir()) == sorted(
-        ["train", "val", "test", INFO_FILENAME])
+    assert sorted(p.name for p in root.iterdir()) == sorted(["train", "val", "test", INFO_FILENAME])
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -228,8 +268,11 @@ def test_mismatched_dims_in_a_record(tmp_path):
     v = "2.1"
     good = record(v, 2, 3, 1, [(0, 1), (1, 2)], range(6))
     bad = record(v, 3, 2, 1, [(0, 1), (1, 2)], range(6))
-    root = write_handmade(tmp_path / "d", records={"train": [good, good, bad], "test": [good]},
-                          info={**nsmt_info(), "train_samples": 3})
+    root = write_handmade(
+        tmp_path / "d",
+        records={"train": [good, good, bad], "test": [good]},
+        info={**nsmt_info(), "train_samples": 3},
+    )
     with pytest.raises(VIMHFormatError, match=r"train: record 2 has height=3, expected 2"):
         VIMHDataset(root)
 
@@ -257,8 +300,12 @@ def test_repeated_param_id(tmp_path):
 
 def test_wrong_param_count_in_record(tmp_path):
     r = record("2.0", 2, 3, 1, [(0, 1)], range(8))  # N=1 but JSON has 2 parameters
-    root = write_handmade(tmp_path / "d", "2.0", records={"train": [r], "test": [r]},
-                          info={**nsmt_info(version="2.0"), "train_samples": 1})
+    root = write_handmade(
+        tmp_path / "d",
+        "2.0",
+        records={"train": [r], "test": [r]},
+        info={**nsmt_info(version="2.0"), "train_samples": 1},
+    )
     with pytest.raises(VIMHFormatError, match="matches no record layout"):
         VIMHDataset(root)
 
@@ -271,10 +318,14 @@ def test_wrong_param_count_in_record(tmp_path):
         (lambda i: i.update(channels=0), "key 'channels' must be in 1..65535"),
         (lambda i: i.pop("parameter_names"), "missing key 'parameter_names'"),
         (lambda i: i["parameter_mappings"].pop("level"), "no entry for 'level'"),
-        (lambda i: i["parameter_mappings"]["pitch"].update(step="3"),
-         r"parameter_mappings\['pitch'\]\['step'\] must be a finite number"),
-        (lambda i: i["parameter_mappings"]["pitch"].update(step=5),
-         "step 5.0 does not divide the range"),
+        (
+            lambda i: i["parameter_mappings"]["pitch"].update(step="3"),
+            r"parameter_mappings\['pitch'\]\['step'\] must be a finite number",
+        ),
+        (
+            lambda i: i["parameter_mappings"]["pitch"].update(step=5),
+            "step 5.0 does not divide the range",
+        ),
         (lambda i: i.update(format="CIFAR"), "key 'format' must be 'VIMH'"),
         (lambda i: i.update(varying_parameters=3), "'varying_parameters' is 3"),
     ],
@@ -315,9 +366,13 @@ def test_folder_name_must_agree(tmp_path):
 def test_ambiguous_layout_needs_version(tmp_path):
     # 1x1x1 with no parameters: one 16-byte 2.1 record whose float bytes also read as the
     # header of a second 8-byte 2.0 record. Only the JSON version can decide; no guessing.
-    data = bytes.fromhex("010001000100" "00000100" "01000100" "00" "07")
-    info = {**nsmt_info(1, 1, 1), "parameter_names": [], "parameter_mappings": {},
-            "varying_parameters": 0}
+    data = bytes.fromhex("01000100010000000100010001000007")
+    info = {
+        **nsmt_info(1, 1, 1),
+        "parameter_names": [],
+        "parameter_mappings": {},
+        "varying_parameters": 0,
+    }
     for key in ("version", "train_samples", "test_samples"):
         info.pop(key)
     root = tmp_path / "amb"
@@ -333,8 +388,12 @@ def test_ambiguous_layout_needs_version(tmp_path):
 
 
 def test_param_spec_codes_round_trip_classes():
-    for spec in (ParamSpec("a", 0, 1, 0.125), ParamSpec("b", 48, 72, 3), ParamSpec("c", 0, 127, 1),
-                 ParamSpec("d", 0.1, 0.8, 0.1)):
+    for spec in (
+        ParamSpec("a", 0, 1, 0.125),
+        ParamSpec("b", 48, 72, 3),
+        ParamSpec("c", 0, 127, 1),
+        ParamSpec("d", 0.1, 0.8, 0.1),
+    ):
         spec.check_codes_exact()
         k = np.arange(spec.num_classes)
         np.testing.assert_array_equal(spec.encode(spec.class_value(k)), spec.class_code(k))
@@ -349,7 +408,13 @@ def test_param_spec_codes_round_trip_classes():
 def test_parse_folder_name():
     p = parse_folder_name("vimh-32x32_8000Hz_1p0s_256dss_resonarium_2p")
     assert (p.height, p.width, p.channels, p.samples, p.synth, p.params) == (
-        32, 32, None, 256, "resonarium", 2)
+        32,
+        32,
+        None,
+        256,
+        "resonarium",
+        2,
+    )
     assert parse_folder_name("vimh-16x64x3_16000Hz_0p25s_1000dss_moog_ladder_5p").duration == 0.25
     assert parse_folder_name("my-data") is None
 
@@ -358,8 +423,9 @@ def test_open_does_not_scale_with_python_per_record(tmp_path):
     """Opening maps the file; headers are checked with array operations (a smoke check)."""
     root = tmp_path / "big"
     n = 20000
-    with VIMHWriter(root, height=8, width=8, channels=1, params=PARAMS,
-                    split_sizes={"train": n, "test": 10}) as w:
+    with VIMHWriter(
+        root, height=8, width=8, channels=1, params=PARAMS, split_sizes={"train": n, "test": 10}
+    ) as w:
         w.write("train", np.zeros((n, 1, 8, 8), np.uint8), np.zeros((n, 2), np.uint8), 0, 1)
         w.write("test", np.zeros((10, 1, 8, 8), np.uint8), np.zeros((10, 2), np.uint8), 0, 1)
         w.finish(make_info("big", 8, 8, 1, {"train": n, "test": 10}))

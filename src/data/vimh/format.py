@@ -242,4 +242,3 @@ def parse_folder_name(name: str) -> FolderName | None:
         synth=g["synth"],
         params=int(g["params"]),
     )
-

@@ -158,7 +158,9 @@ class VIMHSplit:
         info, path = self.info, self.path
         n_params = len(info.params)
         size = path.stat().st_size
-        per = {v: record_bytes(v, info.height, info.width, info.channels, n_params) for v in LAYOUTS}
+        per = {
+            v: record_bytes(v, info.height, info.width, info.channels, n_params) for v in LAYOUTS
+        }
         if size == 0:
             return info.version if info.version in LAYOUTS else "2.1"
         with open(path, "rb") as f:
@@ -186,7 +188,7 @@ class VIMHSplit:
             if info.version not in LAYOUTS:
                 raise VIMHFormatError(
                     f"{path}: the bytes fit both layouts 2.0 and 2.1 and {info.path.name} has no "
-                    f"'version' key to decide; add \"version\": \"2.0\" or \"2.1\""
+                    f'\'version\' key to decide; add "version": "2.0" or "2.1"'
                 )
             return info.version
         layout = fits[0]
@@ -311,9 +313,7 @@ class VIMHDataset:
 
     def __getitem__(self, split: str) -> VIMHSplit:
         if split not in self.splits:
-            raise KeyError(
-                f"{self.root}: no '{split}' split; available: {sorted(self.splits)}"
-            )
+            raise KeyError(f"{self.root}: no '{split}' split; available: {sorted(self.splits)}")
         return self.splits[split]
 
     def __contains__(self, split: str) -> bool:

@@ -135,7 +135,10 @@ class VIMHWriter:
         if audio_samples is not None:
             self._audio = {
                 s: np.lib.format.open_memmap(
-                    self.tmp / f"{s}_audio.npy", mode="w+", dtype=np.float32, shape=(n, audio_samples)
+                    self.tmp / f"{s}_audio.npy",
+                    mode="w+",
+                    dtype=np.float32,
+                    shape=(n, audio_samples),
                 )
                 for s, n in self.split_sizes.items()
             }

@@ -1,0 +1,6 @@
+"""Callbacks of our own (Lightning's are configured directly in configs/callbacks/)."""
+
+from src.callbacks.grad_stats import GradientStats
+from src.callbacks.head_table import HeadMetricsTable
+
+__all__ = ["GradientStats", "HeadMetricsTable"]

@@ -1,0 +1,1 @@
+"""Models: the multihead LightningModule, its per-parameter heads and the backbones."""

@@ -1,0 +1,376 @@
+"""One LightningModule for every backbone family: per-parameter heads, losses and metrics.
+
+The backbone comes in as a Hydra node (`net`, instantiated here with the dataset's
+`input_shape`), the heads as plain `ParamSpec` mappings, so a checkpoint's hyperparameters
+alone rebuild the model and load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import Tensor, nn
+from torchmetrics import MeanAbsoluteError, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from src.data.vimh.format import ParamSpec
+from src.models.heads import Head, build_head, resolve_head_modes
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+STAGES = ("train", "val", "test")
+_SPEC_KEYS = ("min", "max", "step", "scale", "description", "unit")
+
+
+def _plain(obj: Any) -> Any:
+    """OmegaConf nodes -> plain dicts/lists (resolved); tuples -> lists; rest unchanged."""
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(obj, resolve=True)
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _head_mapping(head: Any) -> dict:
+    """A head given as ParamSpec or mapping -> {"name", min, max, step, scale, ...}."""
+    if isinstance(head, ParamSpec):
+        return {"name": head.name, **head.mapping()}
+    head = _plain(head)
+    if not isinstance(head, dict) or "name" not in head:
+        raise ValueError(f"each head must be a mapping with a 'name' key, got {head!r}")
+    return {"name": str(head["name"]), **{k: head[k] for k in _SPEC_KEYS if k in head}}
+
+
+def _as_partial(node: Any) -> Any:
+    """An optimizer/scheduler given as a Hydra node (partial or not) or a callable -> callable."""
+    if node is None or callable(node):
+        return node
+    cfg = _plain(node)
+    if not isinstance(cfg, dict) or "_target_" not in cfg:
+        raise TypeError(f"expected a callable or a config with _target_, got {node!r}")
+    cfg["_partial_"] = True
+    return hydra.utils.instantiate(cfg)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class StageMetrics(nn.Module):
+    """Accuracy and MAE per head plus the mean loss, for one stage (train/val/test).
+
+    Argument validation is off so updates never read values back to the host (no syncs).
+    """
+
+    def __init__(self, heads: Mapping[str, Head]) -> None:
+        super().__init__()
+        self.acc = nn.ModuleDict(
+            {
+                n: MulticlassAccuracy(h.num_classes, average="micro", validate_args=False)
+                for n, h in heads.items()
+            }
+        )
+        self.mae = nn.ModuleDict({n: MeanAbsoluteError() for n in heads})
+        self.loss = MeanMetric(nan_strategy="disable")
+
+    def reset(self) -> None:
+        for m in [*self.acc.values(), *self.mae.values(), self.loss]:
+            m.reset()
+
+
+class MultiheadModule(L.LightningModule):
+    """Backbone + one head per VIMH parameter, each in its own target mode.
+
+    Batches are `(x, codes)`: x float32 (B, C, H, W), codes int64 (B, P) raw 8-bit labels,
+    column p for head p. Logged per stage: `{stage}/{head}/acc`, `{stage}/{head}/mae`
+    (natural units), `{stage}/loss` (sum of head losses), `{stage}/acc_mean` and
+    `{stage}/score` = mean over heads of 1 - MAE / (max - min), the checkpoint metric.
+    """
+
+    def __init__(
+        self,
+        net: dict,
+        heads: list[dict],
+        input_shape: list[int],
+        head_modes: str | dict = "classification",
+        label_smoothing: float = 0.0,
+        soft_sigma: float = 1.0,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        scheduler_monitor: str = "val/score",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        net = _plain(net)
+        if not isinstance(net, dict) or "_target_" not in net:
+            raise TypeError(f"net must be a config mapping with _target_, got {type(net)}")
+        heads = [_head_mapping(h) for h in heads]
+        if not heads:
+            raise ValueError("a MultiheadModule needs at least one head")
+        input_shape = [int(v) for v in _plain(input_shape)]
+        names = [h["name"] for h in heads]
+        if len(set(names)) != len(names):
+            raise ValueError(f"head names must be unique, got {names}")
+        head_modes = _plain(head_modes)
+        modes = resolve_head_modes(head_modes, names)
+        self.save_hyperparameters(
+            {
+                "net": net,
+                "heads": heads,
+                "input_shape": input_shape,
+                "head_modes": head_modes,
+                "label_smoothing": float(label_smoothing),
+                "soft_sigma": float(soft_sigma),
+                "scheduler_monitor": str(scheduler_monitor),
+                "compile": bool(compile),
+            }
+        )
+        self.optimizer_factory = _as_partial(optimizer)
+        self.scheduler_factory = _as_partial(scheduler)
+
+        self.specs = tuple(
+            ParamSpec.from_mapping(h["name"], {k: v for k, v in h.items() if k != "name"})
+            for h in heads
+        )
+        self.modes = modes
+        self.net = hydra.utils.instantiate(net, input_shape=tuple(input_shape), _convert_="all")
+        out_features = getattr(self.net, "out_features", None)
+        if not isinstance(out_features, int):
+            raise TypeError(f"backbone {type(self.net).__name__} must expose out_features: int")
+        for name in names:
+            if not name or "." in name:
+                raise ValueError(f"head name {name!r} cannot be a module key (empty or has '.')")
+        self.heads = nn.ModuleDict(
+            {
+                s.name: build_head(s, modes[s.name], out_features, label_smoothing, soft_sigma)
+                for s in self.specs
+            }
+        )
+        # Attribute names, not ModuleDict keys: "train" is an nn.Module method name.
+        self.train_metrics = StageMetrics(self.heads)
+        self.val_metrics = StageMetrics(self.heads)
+        self.test_metrics = StageMetrics(self.heads)
+
+        n_net, n_heads = count_parameters(self.net), count_parameters(self.heads)
+        self.param_counts = {"backbone": n_net, "heads": n_heads, "total": n_net + n_heads}
+        log.info(
+            f"{type(self.net).__name__} for input {tuple(input_shape)}: backbone {n_net:,} + "
+            f"heads {n_heads:,} = {n_net + n_heads:,} parameters; "
+            f"modes {', '.join(f'{n}={m}' for n, m in modes.items())}"
+        )
+
+    # --- inference ---------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Raw head outputs (logits or unit-interval regression), keyed by head name."""
+        features = self.net(x)
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def decode(self, outputs: Mapping[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
+        """Raw outputs -> {name: (values in natural units, class indices)}."""
+        return {name: self.heads[name].decode(out) for name, out in outputs.items()}
+
+    @torch.no_grad()
+    def predict_values(self, x: Tensor) -> dict[str, Tensor]:
+        """Natural-unit predictions per head (the module's current train/eval mode is kept)."""
+        return {name: v for name, (v, _) in self.decode(self(x)).items()}
+
+    def targets(self, codes: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """(B, P) codes -> {name: (true values, true classes)} via the lookup tables."""
+        codes = codes.long()
+        return {
+            name: (head.true_values(codes[:, p]), head.true_classes(codes[:, p]))
+            for p, (name, head) in enumerate(self.heads.items())
+        }
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """{"pred", "pred_class"} per head, plus {"true", "true_class"} when codes are given."""
+        x, codes = (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
+        decoded = self.decode(self(x))
+        result = {
+            "pred": {n: v for n, (v, _) in decoded.items()},
+            "pred_class": {n: c for n, (_, c) in decoded.items()},
+        }
+        if codes is not None:
+            true = self.targets(codes)
+            result["true"] = {n: v for n, (v, _) in true.items()}
+            result["true_class"] = {n: c for n, (_, c) in true.items()}
+        return result
+
+    # --- losses ------------------------------------------------------------------------------
+    def head_losses(self, outputs: Mapping[str, Tensor], codes: Tensor) -> dict[str, Tensor]:
+        codes = codes.long()
+        return {
+            name: head.loss(outputs[name], codes[:, p])
+            for p, (name, head) in enumerate(self.heads.items())
+        }
+
+    def compute_loss(self, x: Tensor, codes: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Summed head losses (each head keeps its full gradient whatever the head count)."""
+        outputs = self(x)
+        loss = torch.stack(list(self.head_losses(outputs, codes).values())).sum()
+        return loss, outputs
+
+    def _metrics(self, stage: str) -> StageMetrics:
+        return getattr(self, f"{stage}_metrics")
+
+    def _shared_step(self, batch: Any, stage: str) -> Tensor:
+        x, codes = batch[0], batch[1]
+        loss, outputs = self.compute_loss(x, codes)
+        metrics = self._metrics(stage)
+        with torch.no_grad():
+            true = self.targets(codes)
+            for name, (values, classes) in self.decode(outputs).items():
+                metrics.acc[name].update(classes, true[name][1])
+                metrics.mae[name].update(values, true[name][0])
+            metrics.loss.update(loss.detach(), weight=x.shape[0])
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self._shared_step(batch, "train")
+        # Log the step loss only when Lightning will write logs, to keep steps cheap.
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
+        if every > 0 and (self.global_step + 1) % every == 0:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")
+
+    def epoch_metrics(self, stage: str) -> dict[str, Tensor]:
+        """Compute (synced across processes by torchmetrics) this stage's epoch metrics."""
+        m = self._metrics(stage)
+        out: dict[str, Tensor] = {}
+        scores, accs = [], []
+        for spec in self.specs:
+            acc = m.acc[spec.name].compute()
+            mae = m.mae[spec.name].compute()
+            out[f"{stage}/{spec.name}/acc"] = acc
+            out[f"{stage}/{spec.name}/mae"] = mae
+            accs.append(acc)
+            scores.append(1.0 - mae / spec.span)
+        out[f"{stage}/acc_mean"] = torch.stack(accs).mean()
+        out[f"{stage}/score"] = torch.stack(scores).mean()
+        out[f"{stage}/loss"] = m.loss.compute()
+        return out
+
+    def _epoch_end(self, stage: str) -> None:
+        m = self._metrics(stage)
+        if m.loss.update_count == 0:  # e.g. an epoch with no batches
+            return
+        values = self.epoch_metrics(stage)
+        main = {f"{stage}/score", f"{stage}/loss"}
+        self.log_dict(
+            {k: v for k, v in values.items() if k in main},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            prog_bar=stage != "train",
+        )
+        self.log_dict(
+            {k: v for k, v in values.items() if k not in main},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
+        m.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # --- setup and optimisation ------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # nn.Module.compile wraps forward in place: state_dict keys stay "net.*".
+        if self.hparams.compile and stage == "fit":
+            self.net.compile()
+
+    def _param_groups(self, lr: float | None) -> list[dict] | Any:
+        if hasattr(self.net, "param_groups"):
+            return [*self.net.param_groups(lr), {"params": list(self.heads.parameters())}]
+        return self.parameters()
+
+    def configure_optimizers(self) -> Any:
+        """Build the optimizer partial (and scheduler, if any) for this module's parameters.
+
+        A backbone with `param_groups(lr)` (a list of param-group dicts covering all its
+        parameters) sets its own groups; heads use the optimizer's lr. Schedulers:
+        CosineAnnealingLR without T_max and OneCycleLR without total_steps/epochs get the
+        trainer's total optimizer steps and step every batch; ReduceLROnPlateau monitors
+        `scheduler_monitor` (mode "max" for score/acc monitors unless given); anything else
+        steps once per epoch.
+        """
+        if self.optimizer_factory is None:
+            raise ValueError("no optimizer configured; pass optimizer=<partial> to train")
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        optimizer = self.optimizer_factory(self._param_groups(lr))
+        if self.scheduler_factory is None:
+            return optimizer
+        factory = self.scheduler_factory
+        func = getattr(factory, "func", factory)
+        kwargs = dict(getattr(factory, "keywords", {}))
+        config: dict[str, Any] = {"interval": "epoch", "frequency": 1}
+        rop = torch.optim.lr_scheduler.ReduceLROnPlateau
+        if func is torch.optim.lr_scheduler.CosineAnnealingLR and "T_max" not in kwargs:
+            kwargs["T_max"] = self._total_steps()
+            config["interval"] = "step"
+        elif func is torch.optim.lr_scheduler.OneCycleLR:
+            if "total_steps" not in kwargs and "epochs" not in kwargs:
+                kwargs["total_steps"] = self._total_steps()
+            kwargs.setdefault("max_lr", [g["lr"] for g in optimizer.param_groups])
+            config["interval"] = "step"
+        elif isinstance(func, type) and issubclass(func, rop):
+            monitor = self.hparams.scheduler_monitor
+            kwargs.setdefault("mode", "max" if monitor.endswith(("score", "acc")) else "min")
+            config["monitor"] = monitor
+        if isinstance(factory, functools.partial):
+            scheduler = factory.func(optimizer, *factory.args, **kwargs)
+        else:
+            scheduler = factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **config}}
+
+    def _total_steps(self) -> int:
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError(
+                "the scheduler needs the total number of steps: set trainer.max_epochs or "
+                "max_steps, or give the scheduler T_max/total_steps explicitly"
+            )
+        return int(steps)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    @classmethod
+    def load_checkpoint(cls, path: str, map_location: Any = "cpu") -> MultiheadModule:
+        """Rebuild a trained module from its checkpoint alone, in eval mode.
+
+        `weights_only=True` is passed explicitly so only tensors and plain containers are
+        unpickled; the hyperparameters hold everything else (net config, heads, modes).
+        """
+        model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        return model.eval()
+
+    @property
+    def head_names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+
+def heads_from_specs(specs: Sequence[ParamSpec]) -> list[dict]:
+    """ParamSpecs (e.g. `datamodule.heads`) -> the plain `heads` argument of the module."""
+    return [_head_mapping(s) for s in specs]

@@ -1,0 +1,1 @@
+"""Shared test helpers (tiny VIMH datasets written into tmp_path)."""
