@@ -154,9 +154,9 @@ def test_full_scale_sine_reads_0db_and_level_tracks(scale, n_fft):
 def test_peak_row_moves_up_with_frequency(scale):
     im = make([{"scale": scale}], f_min=40.0)
     rows = [peak_db(im, sine(f))[1] for f in (100.0, 300.0, 700.0, 1500.0, 3000.0)]
-    assert all(a > b for a, b in itertools.pairwise(rows)), rows  # row 0 = top = highest
+    assert all(a < b for a, b in itertools.pairwise(rows)), rows  # row 0 = lowest frequency
     freqs = im.frequencies()
-    assert torch.all(freqs[:-1] > freqs[1:])
+    assert torch.all(freqs[:-1] < freqs[1:])
 
 
 def test_silence_maps_to_zero_and_neutral():
