@@ -32,15 +32,17 @@ DEFAULT_HEADS = "pitch:9,level:8,decay:10"
 
 
 def parse_shape(text: str) -> list[int]:
-    """'HxWxC' (as in VIMH folder names) or 'C,H,W' -> [C, H, W]."""
+    """'HxWxC' (as in VIMH folder names), 'C,H,W', or 'C,T' for waveforms -> input_shape."""
     if "x" in text:
         parts = [int(v) for v in text.lower().split("x")]
         if len(parts) == 2:
             parts.append(1)
         h, w, c = parts
         return [c, h, w]
-    c, h, w = (int(v) for v in text.split(","))
-    return [c, h, w]
+    parts = [int(v) for v in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise ValueError(f"input shape {text!r}: expected C,H,W or C,T")
+    return parts
 
 
 def parse_heads(text: str) -> list[dict]:

@@ -48,7 +48,7 @@ def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         VIMHDataModule(tmp_path / "nowhere")
     folder = make_vimh(tmp_path, name="no-test-split")
-    with pytest.raises(NotImplementedError, match="audio"):
+    with pytest.raises(FileNotFoundError, match="store_audio"):
         VIMHDataModule(folder, representation="audio")
     (folder / "test").unlink()
     with pytest.raises(FileNotFoundError, match="test"):

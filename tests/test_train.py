@@ -20,8 +20,10 @@ QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
-    """A learnable 8x8 dataset, 2 heads (9 and 5 classes)."""
-    return make_vimh(tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128)
+    """A learnable 8x8 dataset, 2 heads (9 and 5 classes), with audio for waveform models."""
+    return make_vimh(
+        tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128, audio_samples=2000
+    )
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

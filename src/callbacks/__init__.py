@@ -1,6 +1,7 @@
 """Callbacks of our own (Lightning's are configured directly in configs/callbacks/)."""
 
+from src.callbacks.filterbank_plot import FilterbankPlot
 from src.callbacks.grad_stats import GradientStats
 from src.callbacks.head_table import HeadMetricsTable
 
-__all__ = ["GradientStats", "HeadMetricsTable"]
+__all__ = ["FilterbankPlot", "GradientStats", "HeadMetricsTable"]

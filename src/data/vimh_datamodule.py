@@ -6,7 +6,8 @@ per-epoch permutation (the fast path), or from the memory-mapped file one batch 
 streaming path, for datasets larger than RAM). Both paths yield identical
 `(images uint8 (B,C,H,W), codes int64 (B,P))` batches for the same seed and epoch; the float
 conversion, normalisation and augmentation happen in `on_after_batch_transfer`, on the
-device, over the whole batch.
+device, over the whole batch. With `representation="audio"` the same machinery serves the
+stored waveforms instead, `(float32 (B,1,T), codes)`, as they are (already in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -133,9 +134,12 @@ class MemmapBatches(IterableDataset):
         self.order = torch.zeros(n_order, dtype=torch.int64).share_memory_()
         self.batch_size = batch_size
         self.n_records = min(n_order, n_batches * batch_size)  # less with drop_last
-        batch_bytes = batch_size * dtype["pixels"].itemsize
+        batch_bytes = batch_size * self.record_nbytes()
         self.group = batch_size * max(1, min(64, self.GROUP_BYTES // max(batch_bytes, 1)))
         self._pixels = None
+
+    def record_nbytes(self) -> int:
+        return self.dtype["pixels"].itemsize
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -163,6 +167,31 @@ class MemmapBatches(IterableDataset):
         order = self.order.numpy()
         for start in range(worker * self.group, self.n_records, n_workers * self.group):
             yield self.fetch(order[start : min(start + self.group, self.n_records)])
+
+
+class AudioMemmapBatches(MemmapBatches):
+    """The streaming path for waveforms: (B, 1, T) float32 read from `{split}_audio.npy`."""
+
+    def __init__(
+        self,
+        path: Path,
+        n_samples: int,
+        codes: np.ndarray,
+        rows: np.ndarray | None,
+        n_order: int,
+        batch_size: int,
+        n_batches: int,
+    ) -> None:
+        self.n_samples = int(n_samples)
+        super().__init__(path, np.dtype(np.float32), codes, rows, n_order, batch_size, n_batches)
+
+    def record_nbytes(self) -> int:
+        return self.n_samples * self.dtype.itemsize
+
+    def pixels(self) -> np.ndarray:
+        if self._pixels is None:
+            self._pixels = np.load(self.path, mmap_mode="r")[:, None, :]
+        return self._pixels
 
 
 def _as_is(batch: Batch) -> Batch:
@@ -263,7 +292,9 @@ class VIMHDataModule(L.LightningDataModule):
     `in_memory`: True loads each split into one tensor (fastest); False streams from the
     memory-mapped files with `num_workers` workers; "auto" loads when all the pixels fit in
     `max_memory_gb`. `augment={"freq_mask": F, "time_mask": T, "n_masks": k}` masks rows
-    (frequency) and columns (time) of training batches only.
+    (frequency) and columns (time) of training batches only. `representation="audio"` serves
+    the stored waveforms (float32 (B, 1, T), not normalised, never masked) of a dataset
+    generated with `dataset.store_audio=true`; `input_shape` is then (1, T).
     """
 
     def __init__(
@@ -292,11 +323,6 @@ class VIMHDataModule(L.LightningDataModule):
             raise ValueError(
                 f"representation must be one of {REPRESENTATIONS}, got {representation!r}"
             )
-        if representation == "audio":
-            raise NotImplementedError(
-                "representation='audio' (training on stored waveforms) is not implemented yet; "
-                "use representation='image'"
-            )
         if in_memory not in ("auto", True, False):
             raise ValueError(f"in_memory must be 'auto', True or False, got {in_memory!r}")
         if batch_size < 1:
@@ -306,6 +332,14 @@ class VIMHDataModule(L.LightningDataModule):
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"{self.data_dir}: VIMH dataset folder not found")
         self.info: VIMHInfo = read_info(self.data_dir)
+        self.n_samples: int | None = None
+        if representation == "audio":
+            self.n_samples = self._audio_length()
+            if self._check_augment(augment) is not None:
+                raise ValueError(
+                    "augment (SpecAugment masking of spectrogram images) does not apply to "
+                    "representation='audio'; set augment=null"
+                )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -349,8 +383,33 @@ class VIMHDataModule(L.LightningDataModule):
         return [{"name": p.name, **p.mapping()} for p in self.info.params]
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (1, n_samples) for audio."""
+        if self.representation == "audio":
+            return (1, self.n_samples)
         return self.info.shape
+
+    def _audio_length(self) -> int:
+        """Samples per stored waveform, from the .npy header (nothing loaded); clear error if
+        the dataset stores no audio."""
+        path = self.data_dir / "train_audio.npy"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{self.data_dir}: representation='audio' needs stored waveforms, but this "
+                f"dataset has none ({path.name} missing); generate it with "
+                f"dataset.store_audio=true"
+            )
+        shape = np.load(path, mmap_mode="r").shape
+        if len(shape) != 2 or shape[1] < 1:
+            raise ValueError(f"{path}: expected a (N, n_samples) array, got shape {shape}")
+        audio_info = self.info.raw.get("audio")
+        declared = audio_info.get("n_samples") if isinstance(audio_info, dict) else None
+        if declared is not None and int(declared) != shape[1]:
+            raise ValueError(
+                f"{path}: holds {shape[1]} samples per record but {self.info.path.name} says "
+                f"audio.n_samples = {declared}"
+            )
+        return int(shape[1])
 
     @staticmethod
     def _check_augment(augment: Mapping | None) -> dict | None:
@@ -390,13 +449,26 @@ class VIMHDataModule(L.LightningDataModule):
         else:
             self._carve_val(len(ds["train"]))
             self.files["val"] = "train"
+        if self.representation == "audio" and not ds.audio_available:
+            missing = [
+                f"{s}_audio.npy"
+                for s in ds.splits
+                if not (self.data_dir / f"{s}_audio.npy").is_file()
+            ]
+            raise FileNotFoundError(
+                f"{self.data_dir}: representation='audio' needs stored waveforms for every split; "
+                f"missing {missing}; generate it with dataset.store_audio=true"
+            )
         self.dataset = ds
         if self.in_memory == "auto":
-            c, h, w = self.info.shape
-            need = sum(len(ds[s]) for s in ds.splits) * c * h * w
+            per_record = (
+                self.n_samples * 4 if self.representation == "audio" else math.prod(self.info.shape)
+            )
+            need = sum(len(ds[s]) for s in ds.splits) * per_record
             self.use_memory = need <= self.max_memory_gb * 2**30
+            what = "waveforms" if self.representation == "audio" else "pixels"
             log.info(
-                f"{self.data_dir.name}: {need / 2**30:.3f} GiB of pixels; "
+                f"{self.data_dir.name}: {need / 2**30:.3f} GiB of {what}; "
                 f"{'in memory' if self.use_memory else 'streaming from disk'} "
                 f"(max_memory_gb={self.max_memory_gb})"
             )
@@ -433,6 +505,12 @@ class VIMHDataModule(L.LightningDataModule):
         """(N, C, H, W) uint8 memmap view of the file behind `split` (not yet subset)."""
         return self.dataset[self.files[split]].images
 
+    def _split_inputs(self, split: str) -> np.ndarray:
+        """(N, C, H, W) uint8 images or (N, 1, T) float32 waveforms, as memmap views."""
+        if self.representation == "audio":
+            return self.dataset.audio(self.files[split])[:, None, :]
+        return self._split_images(split)
+
     def _split_codes(self, split: str) -> np.ndarray:
         codes = self.dataset[self.files[split]].codes
         rows = self.rows[split]
@@ -442,6 +520,8 @@ class VIMHDataModule(L.LightningDataModule):
     def _compute_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean/std of train pixels, exact from byte histograms (no float copy)."""
         c = self.info.channels
+        if self.representation == "audio":  # waveforms are used as they are
+            return torch.zeros(1), torch.ones(1)
         if not self.normalize:
             return torch.zeros(c), torch.ones(c)
         n = self.num_records("train")
@@ -487,10 +567,11 @@ class VIMHDataModule(L.LightningDataModule):
             return
         mean = torch.tensor(state_dict["mean"], dtype=torch.float32)
         std = torch.tensor(state_dict["std"], dtype=torch.float32)
-        if mean.shape != (self.info.channels,) or std.shape != mean.shape:
+        channels = self.input_shape[0]
+        if mean.shape != (channels,) or std.shape != mean.shape:
             raise ValueError(
                 f"checkpoint statistics are for {mean.numel()} channels; this dataset has "
-                f"{self.info.channels}"
+                f"{channels}"
             )
         if self.mean is not None and not torch.allclose(self.mean, mean, atol=1e-3):
             log.warning(
@@ -517,11 +598,14 @@ class VIMHDataModule(L.LightningDataModule):
         return 0, 1
 
     def _tensors_of(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The split as one contiguous uint8 tensor and int64 codes (loaded once)."""
+        """The split as one contiguous tensor (uint8 images or float32 waveforms) and int64
+        codes (loaded once)."""
         if split not in self._tensors:
-            images = self._split_images(split)
+            images = self._split_inputs(split)
             rows = self.rows[split]
-            array = np.ascontiguousarray(images if rows is None else images[rows])
+            # A fresh in-memory copy either way (a contiguous memmap would otherwise pass
+            # through np.ascontiguousarray uncopied and read-only).
+            array = np.array(images, order="C") if rows is None else images[rows]
             codes = self._split_codes(split).astype(np.int64)
             self._tensors[split] = (torch.from_numpy(array), torch.from_numpy(codes))
             log.info(f"{self.data_dir.name}: loaded {split} ({len(array)} records) into memory")
@@ -558,6 +642,23 @@ class VIMHDataModule(L.LightningDataModule):
         if self.use_memory:
             images, codes = self._tensors_of(split)
             loader = VIMHLoader(batches, images=images, codes=codes, pin_memory=self.pin_memory)
+        elif self.representation == "audio":
+            stream = AudioMemmapBatches(
+                self.data_dir / f"{self.files[split]}_audio.npy",
+                self.n_samples,
+                self._split_codes(split),
+                self.rows[split],
+                n_order=batches.per_rank,
+                batch_size=batch_size,
+                n_batches=len(batches),
+            )
+            loader = VIMHLoader(
+                batches,
+                stream=stream,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.persistent_workers,
+            )
         else:
             file = self.dataset[self.files[split]]
             stream = MemmapBatches(

@@ -1,0 +1,111 @@
+"""A waveform model: a trainable front-end (waveform -> log-mel) feeding any image back-end.
+
+The back-end is built for the front-end's output shape, so every (C, H, W) backbone (ConvNet,
+BC-ResNet, the linear baseline, ...) works unchanged on audio. The front-end keeps its own
+learning rate through `param_groups`, which MultiheadModule.configure_optimizers uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+
+def _config(node: Any, what: str) -> dict:
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        raise TypeError(f"{what} must be a config mapping with _target_, got {node!r}")
+    return dict(node)
+
+
+def _count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+class FrontendNet(nn.Module):
+    """Waveform (B, 1, T) -> front-end -> [BatchNorm] -> back-end -> (B, out_features).
+
+    `frontend` and `backend` are Hydra nodes (so the Hydra node of this net needs
+    `_recursive_: false`); the front-end config carries its own sample_rate, the back-end
+    gets `input_shape` = the front-end's output shape. `norm` puts a one-channel BatchNorm on
+    the log-mel, standing in for the per-channel pixel normalisation of the image pipeline
+    (dB values are far from unit scale, which a linear back-end cannot absorb).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        frontend: Mapping | nn.Module,
+        backend: Mapping,
+        norm: bool = True,
+    ) -> None:
+        super().__init__()
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) == 1:
+            shape = (1, *shape)
+        if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
+            raise ValueError(
+                f"input_shape must be (1, n_samples) for a mono waveform, got {tuple(input_shape)}"
+            )
+        self.input_shape = shape
+        if isinstance(frontend, nn.Module):
+            self.frontend = frontend
+        else:
+            self.frontend = hydra.utils.instantiate(_config(frontend, "frontend"), _convert_="all")
+        if not hasattr(self.frontend, "output_shape"):
+            raise TypeError(f"front-end {type(self.frontend).__name__} lacks output_shape()")
+        self.feature_shape = tuple(self.frontend.output_shape(shape[1]))
+        self.norm = nn.BatchNorm2d(self.feature_shape[0]) if norm else nn.Identity()
+        self.backend = hydra.utils.instantiate(
+            _config(backend, "backend"), input_shape=self.feature_shape, _convert_="all"
+        )
+        out_features = getattr(self.backend, "out_features", None)
+        if not isinstance(out_features, int):
+            raise TypeError(f"back-end {type(self.backend).__name__} must expose out_features")
+        self.out_features = out_features
+        counts = self.param_counts()
+        trainable = _count(p for p in self.frontend.parameters() if p.requires_grad)
+        log.info(
+            f"{type(self.frontend).__name__} {shape} -> {self.feature_shape}: "
+            f"{counts['frontend']:,} parameters ({trainable:,} trainable); "
+            f"{type(self.backend).__name__} back-end: {counts['backend']:,} parameters"
+        )
+
+    def backend_parameters(self) -> list[nn.Parameter]:
+        """Everything after the front-end (the input norm included)."""
+        return [*self.norm.parameters(), *self.backend.parameters()]
+
+    def param_counts(self) -> dict[str, int]:
+        return {
+            "frontend": _count(self.frontend.parameters()),
+            "backend": _count(self.backend_parameters()),
+        }
+
+    def param_groups(self, lr: float | None) -> list[dict]:
+        """Optimizer groups: the front-end at its own lr (if set), the back-end at `lr`."""
+        fe_lr = getattr(self.frontend, "lr", None)
+        fe_lr = lr if fe_lr is None else fe_lr
+        groups = [
+            {"params": list(self.frontend.parameters())},
+            {"params": self.backend_parameters()},
+        ]
+        for group, value in zip(groups, (fe_lr, lr)):
+            if value is not None:
+                group["lr"] = float(value)
+        return [g for g in groups if g["params"]]
+
+    def features(self, x: Tensor) -> Tensor:
+        """The normalised front-end output the back-end sees, (B, 1, n_mels, frames)."""
+        return self.norm(self.frontend(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backend(self.features(x))
