@@ -1,0 +1,149 @@
+"""Training throughput: src/train.py against a bare PyTorch loop on the same tensors.
+
+    python scripts/bench_train.py [--models cnn_10k cnn_50k cnn_250k] [--markdown PATH]
+
+For each model: (1) a bare loop (the same MultiheadModule, AdamW, the dataset as one in-memory
+tensor, random batches, normalisation per batch: no Lightning, no metrics, no logging), and
+(2) `python src/train.py` in a subprocess for 2 epochs, timed by the TrainingSpeed callback
+(records/s from the first batches to the last training batch of each epoch, validation
+excluded; the best epoch is reported). It also reports the wall time from launching the command
+to its first training step. The default dataset is generated first if it is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from src.data.vimh import VIMHDataset  # noqa: E402
+from src.utils.mdreport import machine_line, update_section  # noqa: E402
+
+
+def default_data_cfg():
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[], return_hydra_config=False)
+        from src.utils.utils import ensure_dataset
+
+        ensure_dataset(cfg.data)
+    return cfg
+
+
+def bare_loop(data_dir: Path, model_name: str, batch: int, epochs: int) -> float:
+    """Records/s of a plain PyTorch training loop over the in-memory train split."""
+    ds = VIMHDataset(data_dir)
+    images = torch.from_numpy(ds["train"].images.copy())
+    codes = torch.from_numpy(ds["train"].codes.astype("int64"))
+    mean, std = images.float().mean() / 255, images.float().std() / 255
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={model_name}"])
+    heads = [{"name": p.name, **p.mapping()} for p in ds.params]
+    model = instantiate(cfg.model, heads=heads, input_shape=list(ds.info.shape))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.model.optimizer.lr)
+    model.train()
+    n = len(images)
+    rates = []
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        seen, t0 = 0, None
+        for i, start in enumerate(range(0, n, batch)):
+            if i == 2:
+                t0, seen = time.perf_counter(), 0
+            idx = perm[start : start + batch]
+            x = (images[idx].float().div_(255) - mean) / std
+            loss, _ = model.compute_loss(x, codes[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+        rates.append(seen / (time.perf_counter() - t0))
+    return max(rates)
+
+
+def through_train_py(
+    data_dir: Path, model_name: str, batch: int, epochs: int
+) -> tuple[float, float]:
+    """(best epoch records/s, seconds from launch to the first training step)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        cmd = [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            f"model={model_name}",
+            f"data.data_dir={data_dir}",
+            f"data.batch_size={batch}",
+            f"trainer.max_epochs={epochs}",
+            "test=false",
+            "callbacks.early_stopping=null",
+            "extras.print_config=false",
+            f"hydra.run.dir={run}",
+        ]
+        t_launch = time.time()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        speed = json.loads((run / "speed.json").read_text())
+    best = max(e["records_per_s"] for e in speed["epochs"])
+    return best, speed["first_step_time"] - t_launch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", nargs="+", default=["cnn_10k", "cnn_50k", "cnn_250k"])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--markdown", help="update the training section of this markdown file")
+    args = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    cfg = default_data_cfg()
+    data_dir = Path(cfg.data.data_dir)
+    rows = []
+    for name in args.models:
+        bare = bare_loop(data_dir, name, args.batch, args.epochs)
+        lit, startup = through_train_py(data_dir, name, args.batch, args.epochs)
+        rows.append((name, bare, lit, lit / bare, startup))
+
+    table = Table(title=f"Training throughput, {data_dir.name}, batch {args.batch}")
+    for col in ("model", "bare loop rec/s", "train.py rec/s", "ratio", "launch -> 1st step"):
+        table.add_column(col, justify="right")
+    for name, bare, lit, ratio, startup in rows:
+        table.add_row(name, f"{bare:,.0f}", f"{lit:,.0f}", f"{ratio:.2f}", f"{startup:.1f} s")
+    Console().print(table)
+    if args.markdown:
+        lines = [
+            "## Training",
+            "",
+            "`python scripts/bench_train.py --markdown docs/performance.md`: training records/s "
+            f"on the default dataset (`{data_dir.name}`), batch {args.batch}, best of "
+            f"{args.epochs} epochs. *bare loop*: the same network and optimizer in a plain "
+            "PyTorch loop over the in-memory tensors; *train.py*: the full `src/train.py` run "
+            "(Lightning, metrics, logging, checkpoints), timed by the TrainingSpeed callback with "
+            "validation excluded. *launch -> 1st step*: wall time from starting "
+            "`python src/train.py` to its first training step.",
+            "",
+            f"Machine: {machine_line()}.",
+            "",
+            "| model | bare loop records/s | train.py records/s | train.py / bare "
+            "| launch -> first step |",
+            "|---|---:|---:|---:|---:|",
+            *(f"| {n} | {b:,.0f} | {t:,.0f} | {r:.2f} | {s:.1f} s |" for n, b, t, r, s in rows),
+        ]
+        update_section(args.markdown, "bench_train", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
