@@ -1,0 +1,272 @@
+"""SpectrogramViT: patch grids for any input, position embeddings, SDPA attention, configs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from src.data.vimh import ParamSpec
+from src.models.components.vit import SpectrogramViT, grid_size, sincos_2d
+from src.models.multihead_module import MultiheadModule
+from src.train import train
+from tests.helpers.vimh import make_vimh
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "configs" / "model"
+VIT_CONFIGS = sorted(MODEL_DIR.glob("vit_*.yaml"))
+# The default dataset: 1x32x32 images, heads pitch (9 classes), level (8), decay (10).
+DEFAULT_HEADS = [
+    {"name": "pitch", **ParamSpec("pitch", 45, 69, 3).mapping()},
+    {"name": "level", **ParamSpec("level", -21, 0, 3).mapping()},
+    {"name": "decay", **ParamSpec("decay", 6, 60, 6).mapping()},
+]
+QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+SMALL = {"embed_dim": 16, "depth": 1, "num_heads": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning
+    OpenMP workers can make a short training run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --- shared config checks (also used by tests/test_rnn.py) ----------------------------------
+def stated_size(path: Path) -> float:
+    m = re.search(r"_(\d+(?:\.\d+)?)([km])\b", path.stem)
+    assert m, f"{path.name}: name does not state a size like _25k or _1m"
+    return float(m.group(1)) * {"k": 1e3, "m": 1e6}[m.group(2)]
+
+
+def check_config_size(path: Path, net_type: type) -> MultiheadModule:
+    """Instantiate on the default dataset; the name's size and the comment's count must match."""
+    cfg = OmegaConf.load(path)
+    model = hydra.utils.instantiate(cfg, heads=DEFAULT_HEADS, input_shape=[1, 32, 32])
+    assert isinstance(model.net, net_type)
+    total = sum(p.numel() for p in model.parameters())
+    stated = stated_size(path)
+    assert abs(total - stated) <= 0.1 * stated, f"{path.name}: measured {total:,}"
+    assert f"{total:,}" in path.read_text(), f"{path.name}: comment should say {total:,}"
+    # The optimizer builds over every parameter (the ViT sets its own weight-decay groups).
+    optimizer = model.optimizer_factory(model._param_groups(model.optimizer_factory.keywords["lr"]))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == total
+    return model
+
+
+def train_toy(compose_cfg, data_dir: Path, model: str, overrides: list[str]) -> dict:
+    cfg = compose_cfg("train", [f"data.data_dir={data_dir}", f"model={model}", *overrides])
+    metrics, _ = train(cfg)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def assert_beats_chance(metrics: dict) -> None:
+    """Every head above 3x chance (toy heads: note_number 9 classes, note_velocity 5).
+
+    The toy's 9 pitch classes share 8 rows, so note_number tops out near 0.89."""
+    for head, classes in (("note_number", 9), ("note_velocity", 5)):
+        acc = metrics[f"test/{head}/acc"]
+        assert acc > 3.0 / classes, f"{head}: accuracy {acc:.3f} is not above 3x chance"
+
+
+# --- the module ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("shape", "grid"),
+    [
+        ((1, 32, 32), (7, 7)),  # (32 - 8) / 4 + 1
+        ((3, 64, 16), (15, 3)),
+        ((2, 16, 48), (3, 11)),
+        ((1, 10, 30), (2, 7)),  # padded so the last patch fits
+        ((1, 4, 4), (1, 1)),  # smaller than a patch: the patch shrinks to the input
+        ((2, 1, 5), (1, 1)),
+    ],
+)
+def test_any_input_shape(shape, grid):
+    net = SpectrogramViT(shape, patch_size=8, patch_stride=4, **SMALL)
+    assert net.grid == grid
+    assert net.pos_embed.shape == (1, grid[0] * grid[1], 16)
+    x = torch.randn(3, *shape, requires_grad=True)
+    y = net(x)
+    assert y.shape == (3, net.out_features) == (3, 16)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("size", "patch", "stride"),
+    [((32, 32), (8, 8), (4, 4)), ((66, 20), (16, 4), (10, 4)), ((40, 24), (6, 4), (2, 2))],
+)
+def test_overlapping_patch_grid(size, patch, stride):
+    h, w = size
+    expected = ((h - patch[0]) // stride[0] + 1, (w - patch[1]) // stride[1] + 1)
+    net = SpectrogramViT((1, h, w), patch_size=patch, patch_stride=stride, **SMALL)
+    assert net.grid == expected
+    assert net.patch_embed(torch.zeros(1, 1, h, w)).shape[-2:] == expected
+    assert net.tokens(torch.zeros(2, 1, h, w)).shape == (2, 1 + expected[0] * expected[1], 16)
+
+
+def test_padding_keeps_the_edge():
+    # 10x30 with 8x8 patches every 4: the last rows/columns need padding to be seen at all.
+    assert grid_size(10, 8, 4, pad=True) == 2 and grid_size(10, 8, 4, pad=False) == 1
+    padded = SpectrogramViT((1, 10, 30), patch_size=8, patch_stride=4, **SMALL).eval()
+    cropped = SpectrogramViT((1, 10, 30), patch_size=8, patch_stride=4, pad=False, **SMALL)
+    assert (padded.grid, cropped.eval().grid) == ((2, 7), (1, 6))
+    x = torch.randn(1, 1, 10, 30)
+    edge = x.clone()
+    edge[..., -1, -1] += 10.0  # a pixel only the padded grid covers
+    assert not torch.allclose(padded(x), padded(edge))
+    assert torch.allclose(cropped(x), cropped(edge))
+
+
+@pytest.mark.parametrize("pos_embed", ["learned", "sincos"])
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_position_embeddings_and_pools(pos_embed, pool):
+    net = SpectrogramViT(
+        (2, 16, 24), patch_size=(4, 8), patch_stride=(4, 4), pos_embed=pos_embed, pool=pool, **SMALL
+    )
+    assert net.grid == (4, 5)
+    assert net.pos_embed.shape == (1, 20, 16)
+    assert isinstance(net.pos_embed, torch.nn.Parameter) == (pos_embed == "learned")
+    assert "pos_embed" in dict(net.named_parameters()) or pos_embed == "sincos"
+    assert "pos_embed" not in net.state_dict() or pos_embed == "learned"
+    assert (net.cls_token is not None) == (pool == "cls")
+    n_tokens = 20 + (pool == "cls")
+    assert net.tokens(torch.randn(2, 2, 16, 24)).shape == (2, n_tokens, 16)
+    assert net(torch.randn(2, 2, 16, 24)).shape == (2, 16)
+    # Other input sizes still work: learned positions are interpolated, sincos recomputed.
+    assert net(torch.randn(2, 2, 20, 40)).shape == (2, 16)
+
+
+def test_position_matters():
+    """Moving a bright patch to another frequency row changes the output (not a bag of
+    patches)."""
+    torch.manual_seed(0)
+    for kind in ("learned", "sincos"):
+        net = SpectrogramViT((1, 16, 16), patch_size=4, pos_embed=kind, **SMALL).eval()
+        a, b = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+        a[..., 0:4, 0:4] = 1.0
+        b[..., 8:12, 0:4] = 1.0
+        assert not torch.allclose(net(a), net(b), atol=1e-5), kind
+
+
+def test_sincos_table():
+    table = sincos_2d(3, 5, 8)
+    assert table.shape == (15, 8)
+    # The first half depends on the row only, the second half on the column only.
+    grid = table.reshape(3, 5, 8)
+    assert torch.allclose(grid[:, :1, :4], grid[:, :, :4])
+    assert torch.allclose(grid[:1, :, 4:], grid[:, :, 4:])
+    assert len({tuple(r.tolist()) for r in table}) == 15
+
+
+def test_attention_uses_sdpa(monkeypatch):
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        calls.append((q.shape, kwargs.get("dropout_p", 0.0)))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    net = SpectrogramViT(
+        (1, 16, 16), patch_size=8, patch_stride=4, embed_dim=24, depth=3, num_heads=3,
+        attn_dropout=0.25,
+    )  # fmt: skip
+    net.train()(torch.randn(2, 1, 16, 16))
+    # One call per block: (B, heads, 1 + 3*3 tokens, head_dim), dropout only in training.
+    assert calls == [(torch.Size([2, 3, 10, 8]), 0.25)] * 3
+    calls.clear()
+    net.eval()(torch.randn(2, 1, 16, 16))
+    assert [p for _, p in calls] == [0.0] * 3
+
+
+def test_param_groups_cover_all_parameters_once():
+    net = SpectrogramViT((1, 16, 16), patch_size=4, **SMALL)
+    decay, no_decay = net.param_groups(1e-3)
+    ids = [id(p) for g in (decay, no_decay) for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in net.parameters())
+    assert no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert any(p is net.pos_embed for p in no_decay["params"])
+    assert any(p is net.cls_token for p in no_decay["params"])
+
+
+def test_init_and_mean_pool_without_class_token():
+    net = SpectrogramViT((1, 32, 32), patch_size=8, patch_stride=4, pool="mean", **SMALL)
+    assert net.cls_token is None
+    # Learned positions start from the sinusoid (embed_dim divisible by 4).
+    assert torch.allclose(net.pos_embed.detach()[0], sincos_2d(7, 7, 16))
+    qkv = net.blocks[0].attn.qkv.weight
+    assert qkv.abs().max() <= 0.04 + 1e-6  # truncated normal, std 0.02, cut at 2 std
+    odd = SpectrogramViT((1, 8, 8), patch_size=4, embed_dim=6, depth=1, num_heads=3)
+    assert odd.pos_embed.abs().max() <= 0.04 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"input_shape": (32, 32)},
+        {"patch_size": 0},
+        {"patch_size": (4, 4, 4)},
+        {"patch_stride": (0, 2)},
+        {"embed_dim": 30, "num_heads": 4},
+        {"embed_dim": 18, "num_heads": 2, "pos_embed": "sincos"},
+        {"pos_embed": "rope"},
+        {"pool": "max"},
+    ],
+)
+def test_rejects_bad_arguments(kwargs):
+    args = {"input_shape": (1, 16, 16), "patch_size": 4, **SMALL} | kwargs
+    with pytest.raises(ValueError):
+        SpectrogramViT(**args)
+
+
+# --- configs and training --------------------------------------------------------------------
+def test_at_least_three_vit_sizes():
+    assert len(VIT_CONFIGS) >= 3
+
+
+@pytest.mark.parametrize("path", VIT_CONFIGS, ids=lambda p: p.stem)
+def test_config_name_matches_count(path):
+    model = check_config_size(path, SpectrogramViT)
+    assert model.net.grid == (7, 7)
+
+
+@pytest.fixture(scope="module")
+def toy16(tmp_path_factory) -> Path:
+    """A 16x16 toy set: the configs' 8x8 patches every 4 pixels make a real 3x3 grid."""
+    return make_vimh(tmp_path_factory.mktemp("toy16"), n_train=64, n_val=32, n_test=32,
+                     height=16, width=16)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [p.stem for p in VIT_CONFIGS])
+def test_config_trains_fast_dev_run(compose_cfg, toy16, name):
+    metrics = train_toy(compose_cfg, toy16, name, ["debug=fdr"])
+    assert torch.isfinite(torch.tensor(metrics["test/score"]))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    """A learnable 8x8 dataset, 2 heads (9 and 5 classes), as in tests/test_train.py."""
+    return make_vimh(tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128)
+
+
+def test_vit_learns(compose_cfg, toy):
+    # 2x2 patches on the 8x8 toy: a 4x4 grid, so the pitch row must come from positions.
+    overrides = [
+        "model.net.patch_size=2",
+        "model.net.patch_stride=2",
+        "trainer.max_epochs=15",
+        "data.batch_size=32",
+        *QUIET,
+    ]
+    assert_beats_chance(train_toy(compose_cfg, toy, "vit_25k", overrides))
