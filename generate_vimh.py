@@ -11,10 +11,10 @@ from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from src.synth.generate import generate_dataset  # noqa: E402
+from src.synth.generate import generate_dataset
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="generate")

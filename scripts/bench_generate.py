@@ -1,6 +1,6 @@
 """Generation throughput per synth (records/s for the whole pipeline: labels, synth, images, write).
 
-    python scripts/bench_generate.py [--size N] [--synths saw moog fm] [--markdown PATH]
+python scripts/bench_generate.py [--size N] [--synths saw moog fm] [--markdown PATH]
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ def test_whole_record_missing_is_caught_by_counts(tmp_path):
     root = write_handmade(tmp_path / "t")
     data = (root / "train").read_bytes()
     (root / "train").write_bytes(data[: len(data) // 2])
-    with pytest.raises(VIMHFormatError, match="holds 1 records but .* train_samples = 2"):
+    with pytest.raises(VIMHFormatError, match=r"holds 1 records but .* train_samples = 2"):
         VIMHDataset(root)
 
 

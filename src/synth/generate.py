@@ -76,7 +76,7 @@ def split_sizes(size: int, fractions: Mapping[str, float]) -> dict[str, int]:
     total = sum(fractions.values())
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ValueError(f"dataset.splits fractions must add up to 1, got {total}")
-    sizes = {k: int(round(size * float(v))) for k, v in fractions.items() if k != "train"}
+    sizes = {k: round(size * float(v)) for k, v in fractions.items() if k != "train"}
     sizes = {"train": size - sum(sizes.values()), **sizes}
     empty = [k for k, v in sizes.items() if v <= 0 and fractions[k] > 0]
     if empty:
@@ -92,7 +92,7 @@ def batch_generator(seed: int, split: str, batch: int) -> torch.Generator:
 
 def build_renderer(cfg: DictConfig) -> Renderer:
     ds = cfg.dataset
-    n_samples = int(round(ds.sample_rate * ds.duration))
+    n_samples = round(ds.sample_rate * ds.duration)
     params = parse_params(OmegaConf.to_container(cfg.synth.params, resolve=True))
     synth = instantiate(cfg.synth.module)
     missing = set(synth.param_names) - {p.spec.name for p in params}
