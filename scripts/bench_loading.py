@@ -5,7 +5,7 @@ fast (in-memory) path and the streaming path (0 and 2 workers), each batch passe
 `on_after_batch_transfer` on the CPU as training would. For reference it also times the
 per-record `Dataset.__getitem__` + default collate loader the old template used.
 
-    .venv/bin/python scripts/bench_loading.py [--records 50000] [--markdown docs/loading.md]
+    .venv/bin/python scripts/bench_loading.py [--records 50000] [--markdown docs/performance.md]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from src.data.vimh import VIMHDataset  # noqa: E402
 from src.data.vimh_datamodule import VIMHDataModule  # noqa: E402
+from src.utils.mdreport import machine_line, update_section  # noqa: E402
 from tests.helpers.vimh import make_vimh  # noqa: E402
 
 
@@ -150,6 +151,13 @@ def main() -> None:
     Console(width=110).print(table)
     if args.markdown:
         lines = [
+            "## Loading",
+            "",
+            "`python scripts/bench_loading.py --markdown docs/performance.md`: records/s for one "
+            "training epoch through VIMHDataModule, batch transfer and normalisation included.",
+            "",
+            f"Machine: {machine_line()}.",
+            "",
             f"**{title}** ({args.epochs} epochs each; includes normalisation on the CPU)",
             "",
             "| " + " | ".join(cols) + " |",
@@ -158,8 +166,7 @@ def main() -> None:
         lines += [
             f"| {a.strip()} | {m:,.0f} | {b:,.0f} | {n:,} | {r:.2f} |" for a, m, b, n, r in rows
         ]
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text("\n".join(lines) + "\n")
+        update_section(args.markdown, "bench_loading", "\n".join(lines))
 
 
 if __name__ == "__main__":
