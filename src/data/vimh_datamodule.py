@@ -642,34 +642,15 @@ class VIMHDataModule(L.LightningDataModule):
         if self.use_memory:
             images, codes = self._tensors_of(split)
             loader = VIMHLoader(batches, images=images, codes=codes, pin_memory=self.pin_memory)
-        elif self.representation == "audio":
-            stream = AudioMemmapBatches(
-                self.data_dir / f"{self.files[split]}_audio.npy",
-                self.n_samples,
-                self._split_codes(split),
-                self.rows[split],
-                n_order=batches.per_rank,
-                batch_size=batch_size,
-                n_batches=len(batches),
-            )
-            loader = VIMHLoader(
-                batches,
-                stream=stream,
-                num_workers=self.num_workers,
-                pin_memory=self.pin_memory,
-                persistent_workers=self.persistent_workers,
-            )
         else:
-            file = self.dataset[self.files[split]]
-            stream = MemmapBatches(
-                file.path,
-                file.dtype,
-                self._split_codes(split),
-                self.rows[split],
-                n_order=batches.per_rank,
-                batch_size=batch_size,
-                n_batches=len(batches),
-            )
+            common = dict(n_order=batches.per_rank, batch_size=batch_size, n_batches=len(batches))
+            codes, rows = self._split_codes(split), self.rows[split]
+            if self.representation == "audio":
+                path = self.data_dir / f"{self.files[split]}_audio.npy"
+                stream = AudioMemmapBatches(path, self.n_samples, codes, rows, **common)
+            else:
+                file = self.dataset[self.files[split]]
+                stream = MemmapBatches(file.path, file.dtype, codes, rows, **common)
             loader = VIMHLoader(
                 batches,
                 stream=stream,
