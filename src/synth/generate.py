@@ -73,7 +73,8 @@ class Renderer:
         }
         audio = self.synth.render(values, self.sample_rate, self.n_samples, generator)
         if self.noise_db is not None:
-            audio = audio.add_(noise_windows(audio.shape, generator), alpha=10 ** (self.noise_db / 20))
+            gain = 10 ** (self.noise_db / 20)
+            audio = audio.add_(noise_windows(audio.shape, generator), alpha=gain)
         with torch.inference_mode():
             pixels = self.imager(audio)
         return pixels.numpy(), audio
