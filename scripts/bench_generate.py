@@ -6,22 +6,17 @@ python scripts/bench_generate.py [--size N] [--synths saw moog fm] [--markdown P
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT))
+from rich.console import Console
+from rich.table import Table
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from src.generate import generate_dataset
+from src.utils.config import compose_config
 
-from src.synth.generate import generate_dataset  # noqa: E402
-from src.utils.mdreport import machine_line, update_section  # noqa: E402
+from mdreport import machine_line, update_section
 
 
 def run(synth: str, size: int, batch: int, spectrogram: str, out: Path) -> float:
@@ -34,8 +29,7 @@ def run(synth: str, size: int, batch: int, spectrogram: str, out: Path) -> float
         f"dataset.name={synth}_{spectrogram}",
         "identifiability.enabled=false",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="generate", overrides=overrides)
+    cfg = compose_config("generate", overrides)
     t = time.perf_counter()
     generate_dataset(cfg)
     return size / (time.perf_counter() - t)

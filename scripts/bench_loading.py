@@ -1,6 +1,7 @@
 """Measure VIMHDataModule loading speed (records/s for one training epoch).
 
-Writes a synthetic 32x32x1 dataset into a temporary folder, then times full epochs of the
+Generates the default saw recipe (32x32x1) at the requested size into a temporary folder, then
+times full epochs of the
 fast (in-memory) path and the streaming path (0 and 2 workers), each batch passed through
 `on_after_batch_transfer` on the CPU as training would. For reference it also times the
 per-record `Dataset.__getitem__` + default collate loader the old template used.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +23,12 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from src.data.datamodule import VIMHDataModule
+from src.data.vimh import VIMHDataset
+from src.generate import generate_dataset
+from src.utils.config import compose_config
 
-from src.data.vimh import VIMHDataset  # noqa: E402
-from src.data.vimh_datamodule import VIMHDataModule  # noqa: E402
-from src.utils.mdreport import machine_line, update_section  # noqa: E402
-from tests.helpers.vimh import make_vimh  # noqa: E402
+from mdreport import machine_line, update_section
 
 
 class PerRecord(Dataset):
@@ -92,15 +91,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        folder = make_vimh(
-            tmp,
-            n_train=args.records,
-            n_val=args.records // 10,
-            n_test=args.records // 10,
-            height=32,
-            width=32,
-            learnable=False,
+        # train is 80% of the records (configs/generate.yaml splits)
+        cfg = compose_config(
+            "generate",
+            [
+                f"dataset.size={round(args.records / 0.8)}",
+                f"dataset.out_dir={tmp}",
+                "identifiability.enabled=false",
+            ],
         )
+        folder = generate_dataset(cfg)
         Console(stderr=True).print(
             f"wrote {folder.name} in {time.perf_counter() - t0:.1f} s", style="dim"
         )
@@ -122,7 +122,7 @@ def main() -> None:
             if kwargs["in_memory"] is True:
                 t0 = time.perf_counter()
                 dl = DataLoader(
-                    InMemoryBatches(loader.images, loader.codes),
+                    InMemoryBatches(loader.inputs, loader.codes),
                     batch_size=None,
                     sampler=loader.sampler,
                 )

@@ -21,39 +21,25 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT))
+import torch
+from hydra.utils import instantiate
+from rich.console import Console
+from rich.table import Table
 
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from src.data.provision import build_datamodule
+from src.paths import PROJECT_ROOT
+from src.utils.config import compose_config
 
-from src.data.vimh import VIMHDataset  # noqa: E402
-from src.utils.mdreport import machine_line, update_section  # noqa: E402
-
-
-def default_data_cfg():
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[], return_hydra_config=False)
-        from src.utils.utils import ensure_dataset
-
-        ensure_dataset(cfg.data)
-    return cfg
+from mdreport import machine_line, update_section
 
 
 def bare_loop(data_dir: Path, model_name: str, batch: int, epochs: int) -> float:
     """Records/s of a plain PyTorch training loop over the in-memory train split."""
-    ds = VIMHDataset(data_dir)
-    images = torch.from_numpy(ds["train"].images.copy())
-    codes = torch.from_numpy(ds["train"].codes.astype("int64"))
+    cfg = compose_config("train", [f"model={model_name}", "data=vimh", f"data.data_dir={data_dir}"])
+    dm = build_datamodule(cfg.data, cfg.paths.data_dir)
+    images, codes = dm.tensors("train")
     mean, std = images.float().mean() / 255, images.float().std() / 255
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={model_name}"])
-    heads = [{"name": p.name, **p.mapping()} for p in ds.params]
-    model = instantiate(cfg.model, heads=heads, input_shape=list(ds.info.shape))
+    model = instantiate(cfg.model, **dm.spec.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.model.optimizer.lr)
     model.train()
     n = len(images)
@@ -83,8 +69,9 @@ def through_train_py(
         run = Path(tmp) / "run"
         cmd = [
             sys.executable,
-            str(ROOT / "src" / "train.py"),
+            str(PROJECT_ROOT / "src" / "train.py"),
             f"model={model_name}",
+            "data=vimh",
             f"data.data_dir={data_dir}",
             f"data.batch_size={batch}",
             f"trainer.max_epochs={epochs}",
@@ -109,8 +96,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    cfg = default_data_cfg()
-    data_dir = Path(cfg.data.data_dir)
+    cfg = compose_config("train")
+    data_dir = build_datamodule(cfg.data, cfg.paths.data_dir).data_dir
     rows = []
     for name in args.models:
         bare = bare_loop(data_dir, name, args.batch, args.epochs)

@@ -14,29 +14,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT))
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from rich.console import Console
+from rich.table import Table
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from src.metrics import head_metrics, metric_key
+from src.models.multihead_module import net_input_kind
+from src.paths import CONFIG_DIR
+from src.train import train
+from src.utils.config import compose_config
 
-from src.train import train  # noqa: E402
-from src.utils.mdreport import machine_line, update_section  # noqa: E402
+from mdreport import machine_line, update_section
 
-ALL_MODELS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
+ALL_MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
 def run_one(model: str, data: str, epochs: int, out: Path) -> dict:
-    if model.startswith("stft_"):
+    """Train and test one model; waveform models read the `<data>_audio` dataset."""
+    net = compose_config("train", [f"model={model}"]).model.net
+    if net_input_kind(net._target_) == "audio":
         data = f"{data}_audio"
     overrides = [
         f"model={model}",
@@ -48,24 +48,24 @@ def run_one(model: str, data: str, epochs: int, out: Path) -> dict:
         "extras.print_config=false",
         "extras.enforce_tags=false",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-        metrics, objects = train(cfg)
+    cfg = compose_config("train", overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    metrics, objects = train(cfg)
     model_obj = objects["model"]
     speed = json.loads((out / "speed.json").read_text())
     heads = model_obj.head_names
+    per_head = head_metrics(metrics, "test")
     return {
         "model": model,
         "data": data,
         "params": sum(p.numel() for p in model_obj.parameters()),
         "trainable": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
-        "acc_mean": float(metrics["test/acc_mean"]),
-        "score": float(metrics["test/score"]),
-        "acc": {h: float(metrics[f"test/{h}/acc"]) for h in heads},
-        "mae": {h: float(metrics[f"test/{h}/mae"]) for h in heads},
+        "acc_mean": float(metrics[metric_key("test", "acc_mean")]),
+        "score": float(metrics[metric_key("test", "score")]),
+        "acc": {h: per_head[h]["acc"] for h in heads},
+        "mae": {h: per_head[h]["mae"] for h in heads},
         "units": {s.name: s.unit for s in model_obj.specs},
         "classes": {s.name: s.num_classes for s in model_obj.specs},
         "records_per_s": max(e["records_per_s"] for e in speed["epochs"]),

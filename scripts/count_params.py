@@ -1,11 +1,12 @@
-"""Print the parameter count of every model config for one input shape and head list.
+"""Print the parameter count of every model config for one dataset's inputs and heads.
 
 Model config names state their size (cnn_10k.yaml ...); this measures it, so names and
-comments can be checked against the real count.
+comments can be checked against the real count. Image models get the image shape, waveform
+models (a net whose class takes audio) the waveform length and sample rate.
 
     python scripts/count_params.py                             # default dataset shape/heads
     python scripts/count_params.py --input-shape 64x16x3 --heads pitch:9,level:8
-    python scripts/count_params.py --dataset data/vimh-32x32x1_8000Hz_1p0s_16384dss_saw_3p
+    python scripts/count_params.py --dataset data/<a dataset folder>
     python scripts/count_params.py --modes regression configs/model/cnn_10k.yaml
 """
 
@@ -17,22 +18,24 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import hydra
+from omegaconf import OmegaConf
 
-import hydra  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from src.data.spec import DataSpec
+from src.data.vimh import ParamSpec, read_info
+from src.models.multihead_module import net_input_kind
+from src.paths import CONFIG_DIR
 
-from src.data.vimh import ParamSpec, read_info  # noqa: E402
-
-# The default dataset (configs/synth/saw.yaml): 32x32x1 with pitch 9, level 8, decay 10.
+# The default dataset (configs/synth/saw.yaml): 32x32x1 with pitch 9, level 8, decay 10, from
+# 1 s notes at 8 kHz.
 DEFAULT_SHAPE = "32x32x1"
 DEFAULT_HEADS = "pitch:9,level:8,decay:10"
+DEFAULT_SAMPLES = 8000
+DEFAULT_RATE = 8000
 
 
 def parse_shape(text: str) -> list[int]:
-    """'HxWxC' (as in VIMH folder names), 'C,H,W', or 'C,T' for waveforms -> input_shape."""
+    """'HxWxC' (as in VIMH folder names) or 'C,H,W' -> an image input_shape."""
     if "x" in text:
         parts = [int(v) for v in text.lower().split("x")]
         if len(parts) == 2:
@@ -40,19 +43,18 @@ def parse_shape(text: str) -> list[int]:
         h, w, c = parts
         return [c, h, w]
     parts = [int(v) for v in text.split(",")]
-    if len(parts) not in (2, 3):
-        raise ValueError(f"input shape {text!r}: expected C,H,W or C,T")
+    if len(parts) != 3:
+        raise ValueError(f"input shape {text!r}: expected HxWxC or C,H,W")
     return parts
 
 
-def parse_heads(text: str) -> list[dict]:
+def parse_heads(text: str) -> tuple[ParamSpec, ...]:
     """'name:K,...' -> heads with K classes on the grid 0..K-1 (counts depend on K only)."""
     heads = []
     for item in text.split(","):
         name, k = item.split(":")
-        spec = ParamSpec(name=name.strip(), min=0.0, max=float(int(k) - 1), step=1.0)
-        heads.append({"name": spec.name, **spec.mapping()})
-    return heads
+        heads.append(ParamSpec(name=name.strip(), min=0.0, max=float(int(k) - 1), step=1.0))
+    return tuple(heads)
 
 
 def _natural(path: Path) -> list:
@@ -60,58 +62,58 @@ def _natural(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def count(config: Path, heads: list[dict], input_shape: list[int], modes: str | None) -> dict:
+def count(config: Path, specs: dict[str, DataSpec], modes: str | None) -> dict:
     cfg = OmegaConf.load(config)
-    overrides = {"heads": heads, "input_shape": input_shape}
+    spec = specs[net_input_kind(cfg.net._target_)]
+    overrides = spec.model_kwargs()
     if modes is not None:
         overrides["head_modes"] = modes
-    model = hydra.utils.instantiate(cfg, **overrides)
-    counts = getattr(model, "param_counts", None)
-    if counts is None:
-        total = sum(p.numel() for p in model.parameters())
-        counts = {"backbone": None, "heads": None, "total": total}
-    return counts
+    return hydra.utils.instantiate(cfg, **overrides).param_counts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="*", type=Path, help="model configs (default: all)")
     parser.add_argument("--input-shape", default=None, help="HxWxC or C,H,W (default 32x32x1)")
+    parser.add_argument("--audio-samples", type=int, default=None, help="waveform length")
+    parser.add_argument("--sample-rate", type=int, default=None, help="waveform rate (Hz)")
     parser.add_argument("--heads", default=None, help="name:classes,... (default: saw dataset)")
-    parser.add_argument("--dataset", type=Path, default=None, help="VIMH folder: shape + heads")
+    parser.add_argument("--dataset", type=Path, default=None, help="VIMH folder: shapes + heads")
     parser.add_argument("--modes", default=None, help="head mode for all heads (default: cfg)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    image_shape, heads = parse_shape(DEFAULT_SHAPE), parse_heads(DEFAULT_HEADS)
+    samples, rate = DEFAULT_SAMPLES, DEFAULT_RATE
     if args.dataset is not None:
         info = read_info(args.dataset)
-        input_shape = list(info.shape)
-        heads = [{"name": p.name, **p.mapping()} for p in info.params]
-    else:
-        input_shape, heads = [1, 32, 32], parse_heads(DEFAULT_HEADS)
-    if args.input_shape:
-        input_shape = parse_shape(args.input_shape)
-    if args.heads:
-        heads = parse_heads(args.heads)
-    configs = args.configs or sorted((ROOT / "configs" / "model").glob("*.yaml"), key=_natural)
+        image_shape, heads = list(info.shape), info.params
+        rate = int(info.raw.get("sample_rate", rate))
+        samples = round(rate * float(info.raw.get("duration", samples / rate)))
+    image_shape = parse_shape(args.input_shape) if args.input_shape else image_shape
+    heads = parse_heads(args.heads) if args.heads else heads
+    samples, rate = args.audio_samples or samples, args.sample_rate or rate
+    specs = {
+        "image": DataSpec("image", tuple(image_shape), rate, heads),
+        "audio": DataSpec("audio", (1, samples), rate, heads),
+    }
+    configs = args.configs or sorted((CONFIG_DIR / "model").glob("*.yaml"), key=_natural)
 
-    head_text = ", ".join(
-        f"{h['name']} {ParamSpec.from_mapping(h['name'], h).num_classes}" for h in heads
-    )
     out = sys.stdout
-    out.write(f"input (C,H,W) = {tuple(input_shape)}; heads: {head_text}\n")
+    out.write(
+        f"images (C,H,W) = {tuple(image_shape)}; waveforms {samples} samples at {rate} Hz; "
+        f"heads: {', '.join(f'{h.name} {h.num_classes}' for h in heads)}\n"
+    )
     out.write(f"{'config':<28} {'backbone':>12} {'heads':>10} {'total':>12}\n")
     status = 0
     for path in configs:
         try:
-            c = count(path, heads, input_shape, args.modes)
+            c = count(path, specs, args.modes)
         except Exception as e:  # report and go on: one broken config should not hide the rest
             out.write(f"{path.name:<28} error: {type(e).__name__}: {e}\n")
             status = 1
             continue
-        b = "-" if c["backbone"] is None else f"{c['backbone']:,}"
-        h = "-" if c["heads"] is None else f"{c['heads']:,}"
-        out.write(f"{path.name:<28} {b:>12} {h:>10} {c['total']:>12,}\n")
+        out.write(f"{path.name:<28} {c['backbone']:>12,} {c['heads']:>10,} {c['total']:>12,}\n")
     return status
 
 

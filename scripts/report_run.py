@@ -8,18 +8,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT))
+from omegaconf import OmegaConf
 
-from omegaconf import OmegaConf  # noqa: E402
+from src.data.provision import dataset_folder
+from src.data.vimh import read_info
 
-from src.data.vimh import read_info  # noqa: E402
-from src.utils.mdreport import machine_line, update_section  # noqa: E402
+from mdreport import machine_line, update_section
 
 
 def summarise(run: Path) -> str:
@@ -27,7 +23,7 @@ def summarise(run: Path) -> str:
     overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
     with open(run / "test_metrics_per_head.csv") as f:
         rows = list(csv.DictReader(f))
-    data_dir = Path(str(cfg.data.data_dir).replace("${paths.data_dir}", str(ROOT / "data")))
+    data_dir = dataset_folder(cfg.data, cfg.paths.data_dir, generate=False)
     info = read_info(data_dir)
     ident = {r["parameter"]: r for r in info.raw.get("identifiability") or []}
     specs = {p.name: p for p in info.params}

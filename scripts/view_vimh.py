@@ -1,32 +1,28 @@
 """Render a grid of VIMH records with their decoded labels (and write WAVs when audio is stored).
 
-    python scripts/view_vimh.py [DATASET_DIR] [--split train] [-n 16] [--out logs/view] [--wav 4]
+    python scripts/view_vimh.py [DATASET_DIR] [--data saw] [--split train] [-n 16] [--wav 4]
 
-Without DATASET_DIR it shows the default dataset (generating it first if it is missing).
+Without DATASET_DIR it shows the dataset of a data config (default `saw`, generating it first
+if it is missing).
 Frequency runs upward, time to the right; each channel of a record is drawn side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import wave
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from src.data.vimh import VIMHDataset  # noqa: E402
-
-DEFAULT = ROOT / "data" / "vimh-32x32x1_8000Hz_1p0s_16384dss_saw_3p"
+from src.data.provision import dataset_folder
+from src.data.vimh import VIMHDataset
+from src.paths import PROJECT_ROOT
+from src.utils.config import compose_config
 
 
 def label_text(ds: VIMHDataset, values: np.ndarray) -> str:
@@ -73,22 +69,20 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("dataset", nargs="?", default=str(DEFAULT))
+    ap.add_argument("dataset", nargs="?", help="a VIMH folder (default: the --data config's)")
+    ap.add_argument("--data", default="saw", help="data config to show when no folder is given")
     ap.add_argument("--split", default="train")
     ap.add_argument("-n", type=int, default=16, help="records to show")
     ap.add_argument("--seed", type=int, default=0, help="which records (random, seeded)")
-    ap.add_argument("--out", default=str(ROOT / "logs" / "view"), help="output folder")
+    ap.add_argument("--out", default=str(PROJECT_ROOT / "logs" / "view"), help="output folder")
     ap.add_argument("--wav", type=int, default=4, help="WAVs to write when audio is stored")
     args = ap.parse_args()
 
-    root = Path(args.dataset)
-    if not root.exists() and root == DEFAULT:
-        from hydra import compose, initialize_config_dir
-
-        from src.synth.generate import generate_dataset
-
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            generate_dataset(compose(config_name="generate"))
+    if args.dataset:
+        root = Path(args.dataset)
+    else:
+        cfg = compose_config("train", [f"data={args.data}"])
+        root = dataset_folder(cfg.data, cfg.paths.data_dir)
     ds = VIMHDataset(root)
     n = min(args.n, len(ds[args.split]))
     rng = np.random.default_rng(args.seed)

@@ -1,61 +1,44 @@
-"""Train a multihead model on a VIMH dataset: `python src/train.py [experiment=...] [overrides]`.
+"""Train a model on a VIMH dataset: `python src/train.py [experiment=...] [overrides]`.
 
-The datamodule is built first; its heads (from the dataset metadata) and input shape are passed
-to the model's instantiation, so no layer is ever built from placeholders.
+The datamodule is built first (its dataset generated on first use); the data's `spec` (heads,
+input kind and shape, sample rate) is passed to the model's instantiation, so no layer is ever
+built from placeholders and no model config restates a dataset fact.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-if str(ROOT) not in sys.path:  # `python src/train.py` from a checkout without an install
-    sys.path.insert(0, str(ROOT))
-
-import hydra  # noqa: E402
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-
-from src.utils.instantiators import instantiate_callbacks, instantiate_loggers  # noqa: E402
-from src.utils.pylogger import RankedLogger  # noqa: E402
-from src.utils.utils import build_datamodule, extras, get_metric_value, task_wrapper  # noqa: E402
+from src.data.provision import build_datamodule
+from src.paths import CONFIG_DIR
+from src.utils.instantiators import build_trainer
+from src.utils.pylogger import RankedLogger
+from src.utils.utils import extras, get_metric_value, task_wrapper, user_errors
 
 log = RankedLogger(__name__)
 
 
 def build(cfg: DictConfig) -> dict:
-    """Datamodule, model (heads from the data), callbacks, loggers and trainer from `cfg`."""
-    datamodule = build_datamodule(cfg.data)
-    heads = [{"name": p.name, **p.mapping()} for p in datamodule.heads]
+    """Datamodule, model (built for the data), callbacks, loggers and trainer from `cfg`."""
+    datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
+    spec = datamodule.spec
     log.info(
-        f"Dataset {cfg.data.data_dir}: input {tuple(datamodule.input_shape)}, heads "
-        + ", ".join(f"{p.name} ({p.num_classes} classes)" for p in datamodule.heads)
+        f"Dataset {datamodule.data_dir}: {spec.input_kind} input {tuple(spec.input_shape)}, heads "
+        + ", ".join(f"{p.name} ({p.num_classes} classes)" for p in spec.heads)
     )
-    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    compile_net = bool(tcfg.pop("compile", False))
-    matmul_precision = tcfg.pop("matmul_precision", None)
-    if matmul_precision:
-        torch.set_float32_matmul_precision(matmul_precision)
     model = instantiate(
-        cfg.model,
-        heads=heads,
-        input_shape=list(datamodule.input_shape),
-        compile=compile_net,
+        cfg.model, **spec.model_kwargs(), compile=bool(cfg.trainer.get("compile", False))
     )
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer = instantiate(tcfg, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg)
     return {
         "cfg": cfg,
         "datamodule": datamodule,
         "model": model,
-        "callbacks": callbacks,
-        "logger": loggers,
+        "callbacks": trainer.callbacks,
+        "logger": trainer.loggers,
         "trainer": trainer,
     }
 
@@ -110,11 +93,12 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     return {**train_metrics, **test_metrics}, objects
 
 
-@hydra.main(version_base="1.3", config_path=str(ROOT / "configs"), config_name="train.yaml")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    extras(cfg)
-    metrics, _ = train(cfg)
-    return get_metric_value(metrics, cfg.get("optimized_metric"))
+    with user_errors():
+        extras(cfg)
+        metrics, _ = train(cfg)
+        return get_metric_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

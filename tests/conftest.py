@@ -1,25 +1,24 @@
-"""Shared fixtures: composed train/eval configs pointed at tiny datasets in tmp_path."""
+"""Shared fixtures: composed train/eval configs writing under tmp_path, tiny datasets, threads."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = str(ROOT / "configs")
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+from src.paths import CONFIG_DIR
+from tests.helpers.vimh import make_vimh
 
 
 def compose_config(name: str, out_dir: Path, overrides: list[str]) -> DictConfig:
     """Compose `configs/<name>.yaml` as Hydra would, with all output under `out_dir`."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
@@ -40,3 +39,22 @@ def compose_cfg(tmp_path):
 
     yield make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning
+    OpenMP workers can make a short training run many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory) -> Path:
+    """A learnable 8x8 dataset, 2 heads (note_number 9 and note_velocity 5 classes), with
+    stored sines (2000 samples) for waveform models; shared read-only by every test."""
+    return make_vimh(
+        tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128, audio_samples=2000
+    )

@@ -18,13 +18,7 @@ def n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs stall on intra-op threads when the cores are shared: run them on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bcresnet1_has_about_9k_parameters_at_40_mels():

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from src.data.vimh import ParamSpec
 from src.models.components.cnn import ConvNet
-from src.models.multihead_module import MultiheadModule
+from tests.helpers.models import MODEL_DIR, check_config_size
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_CONFIGS = sorted((ROOT / "configs" / "model").glob("cnn_*.yaml"))
-# The default dataset: 1x32x32 images, heads pitch (9 classes), level (8), decay (10).
-DEFAULT_HEADS = [
-    {"name": "pitch", **ParamSpec("pitch", 45, 69, 3).mapping()},
-    {"name": "level", **ParamSpec("level", -21, 0, 3).mapping()},
-    {"name": "decay", **ParamSpec("decay", 6, 60, 6).mapping()},
-]
+MODEL_CONFIGS = sorted(MODEL_DIR.glob("cnn_*.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -69,28 +56,10 @@ def test_convnet_rejects_bad_arguments(kwargs):
         ConvNet(**args)
 
 
-def _stated_size(path: Path) -> float:
-    m = re.search(r"_(\d+(?:\.\d+)?)([km])\b", path.stem)
-    assert m, f"{path.name}: name does not state a size like _10k or _1m"
-    return float(m.group(1)) * {"k": 1e3, "m": 1e6}[m.group(2)]
-
-
 def test_at_least_three_cnn_sizes():
     assert len(MODEL_CONFIGS) >= 3
 
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.stem)
 def test_config_instantiates_and_name_matches_count(path):
-    cfg = OmegaConf.load(path)
-    model = hydra.utils.instantiate(cfg, heads=DEFAULT_HEADS, input_shape=[1, 32, 32])
-    assert isinstance(model, MultiheadModule)
-    assert isinstance(model.net, ConvNet)
-    total = sum(p.numel() for p in model.parameters())
-    assert total == model.param_counts["total"]
-    stated = _stated_size(path)
-    assert abs(total - stated) <= 0.1 * stated, f"{path.name}: measured {total:,}"
-    # The measured count is written in the file, so it must be the current one.
-    assert f"{total:,}" in path.read_text(), f"{path.name}: comment should say {total:,}"
-    # The optimizer node stayed a DictConfig (_recursive_: false) and still builds.
-    optimizer = model.optimizer_factory(model.parameters())
-    assert isinstance(optimizer, torch.optim.AdamW)
+    check_config_size(path, ConvNet)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from src.data.batching import EpochBatches, MemmapBatches
+from src.data.datamodule import VIMHDataModule
 from src.data.vimh import VIMHDataset
-from src.data.vimh_datamodule import EpochBatches, MemmapBatches, VIMHDataModule
 from tests.helpers.vimh import make_vimh
 
 
@@ -40,8 +41,12 @@ def test_heads_and_shape_before_setup(tmp_path):
     dm = VIMHDataModule(folder)
     assert dm.input_shape == (2, 6, 10)
     assert [h.name for h in dm.heads] == ["note_number", "note_velocity", "cutoff"]
-    assert dm.head_configs[0]["name"] == "note_number" and dm.head_configs[0]["step"] == 3.0
-    assert dm.dataset_info.channels == 2
+    spec = dm.spec  # the handoff to the model, from the JSON alone
+    assert spec.input_kind == "image" and spec.input_shape == (2, 6, 10)
+    assert spec.sample_rate == 8000 and spec.heads == dm.info.params
+    kwargs = spec.model_kwargs()
+    assert kwargs["heads"][0] == {"name": "note_number", **dm.heads[0].mapping()}
+    assert kwargs["input_shape"] == [2, 6, 10] and kwargs["sample_rate"] == 8000
 
 
 def test_clear_errors(tmp_path):
@@ -276,7 +281,7 @@ def test_with_lightning_trainer(nsmt):
     )
     trainer.fit(model, datamodule=dm)
     # Lightning set the epoch on the loader: each epoch's order is the seeded permutation
-    _, codes = dm._tensors_of("train")
+    _, codes = dm.tensors("train")
     for epoch in (0, 1):
         got = torch.cat([y for e, _, y in model.seen["train"] if e == epoch])
         perm = torch.randperm(len(codes), generator=torch.Generator().manual_seed(epoch))
@@ -285,6 +290,6 @@ def test_with_lightning_trainer(nsmt):
     assert train_x.dtype == torch.float32 and (train_x == 0).any()  # masked
     val_x = torch.cat(model.seen["val"])
     assert not (val_x == 0).any()  # never augmented
-    assert torch.equal(val_x, dm.normalize_images(dm._tensors_of("val")[0]).repeat(2, 1, 1, 1))
+    assert torch.equal(val_x, dm.normalize_images(dm.tensors("val")[0]).repeat(2, 1, 1, 1))
     ckpt = trainer._checkpoint_connector.dump_checkpoint()
     assert ckpt["VIMHDataModule"]["mean"] == dm.mean.tolist()

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from src.callbacks import FilterbankPlot
 from src.models.components import FrontendNet, STFTMelFrontend
-from tests.conftest import ROOT
+from src.paths import CONFIG_DIR
 
 SR = 8000
 FRONTEND = {"_target_": "src.models.components.frontend.STFTMelFrontend", "sample_rate": SR}
@@ -27,13 +27,7 @@ BACKENDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convs stall on intra-op threads when the cores are shared: run them on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def signals(n: int = 8000, seed: int = 0) -> torch.Tensor:
@@ -205,10 +199,10 @@ def test_param_groups_give_the_frontend_its_own_lr():
 
 
 def test_multihead_module_optimizer_uses_the_groups():
-    cfg = OmegaConf.load(ROOT / "configs" / "model" / "stft_bcresnet_81k.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / "stft_bcresnet_81k.yaml")
     cfg.scheduler = None
     heads = [{"name": "a", "min": 0.0, "max": 8.0, "step": 1.0}]
-    model = hydra.utils.instantiate(cfg, heads=heads, input_shape=[1, 2000])
+    model = hydra.utils.instantiate(cfg, heads=heads, input_shape=[1, 2000], sample_rate=SR)
     opt = model.configure_optimizers()
     lrs = [g["lr"] for g in opt.param_groups]
     assert lrs == [cfg.net.frontend.lr, cfg.optimizer.lr, cfg.optimizer.lr]  # front, back, heads

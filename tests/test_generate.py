@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from src.data.vimh import INFO_FILENAME, VIMHDataset
-from src.synth.generate import (
-    batch_generator,
-    build_renderer,
-    generate_dataset,
-    identifiability,
-    split_sizes,
-)
-from tests.conftest import CONFIGS
+from src.errors import ConfigError, DatasetExistsError
+from src.generate import generate_dataset
+from src.generation.identifiability import identifiability
+from src.generation.recipe import dataset_name
+from src.generation.renderer import batch_generator, build_renderer, split_sizes
+from src.utils.config import compose_config
 
 SMALL = [
     "dataset.size=96",
@@ -30,18 +27,16 @@ SMALL = [
 
 
 def gen_cfg(out: Path, *overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(
-            config_name="generate", overrides=[*SMALL, f"dataset.out_dir={out}", *overrides]
-        )
+    return compose_config("generate", [*SMALL, f"dataset.out_dir={out}", *overrides])
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     a = generate_dataset(gen_cfg(tmp_path / "a"))
     b = generate_dataset(gen_cfg(tmp_path / "b"))
     c = generate_dataset(gen_cfg(tmp_path / "c", "dataset.seed=1"))
-    assert a.name == b.name == "vimh-16x16x1_8000Hz_1p0s_96dss_saw_3p"
+    assert a.name == b.name == dataset_name(gen_cfg(tmp_path / "a"))
+    assert re.fullmatch(r"vimh-16x16x1_8000Hz_1p0s_96dss_saw-[0-9a-f]{8}_3p", a.name)
+    assert c.name != a.name  # another seed is another recipe, so another folder
     files = sorted(p.name for p in a.iterdir())
     assert files == sorted(["train", "val", "test", INFO_FILENAME])
     for name in files:
@@ -73,14 +68,16 @@ def test_dataset_reads_back_and_labels_are_exact(tmp_path):
 
 
 def test_refuses_to_overwrite(tmp_path):
-    root = generate_dataset(gen_cfg(tmp_path))
+    root = generate_dataset(gen_cfg(tmp_path, "dataset.name=mine"))
     before = (root / "train").read_bytes()
-    with pytest.raises(FileExistsError, match="overwrite=true"):
-        generate_dataset(gen_cfg(tmp_path, "dataset.seed=3"))
+    with pytest.raises(DatasetExistsError, match="overwrite=true"):
+        generate_dataset(gen_cfg(tmp_path, "dataset.name=mine", "dataset.seed=3"))
     assert (root / "train").read_bytes() == before
-    generate_dataset(gen_cfg(tmp_path, "dataset.seed=3", "dataset.overwrite=true"))
+    generate_dataset(
+        gen_cfg(tmp_path, "dataset.name=mine", "dataset.seed=3", "dataset.overwrite=true")
+    )
     assert (root / "train").read_bytes() != before
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary folders left
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporary folders left
 
 
 def test_identifiability_flags_a_parameter_without_effect(tmp_path, caplog):
@@ -104,13 +101,13 @@ def test_identifiability_flags_a_parameter_without_effect(tmp_path, caplog):
 
 
 def test_config_errors_are_clear(tmp_path):
-    with pytest.raises(ValueError, match=r"synth\.params\.pitch: .*step 5\.0 does not divide"):
+    with pytest.raises(ConfigError, match=r"synth\.params\.pitch: .*step 5\.0 does not divide"):
         build_renderer(gen_cfg(tmp_path, "synth.params.pitch.step=5"))
-    with pytest.raises(ValueError, match="sampling: expected one of"):
+    with pytest.raises(ConfigError, match="sampling: expected one of"):
         build_renderer(gen_cfg(tmp_path, "synth.params.pitch.sampling=uniform"))
-    with pytest.raises(ValueError, match="fractions must add up to 1"):
+    with pytest.raises(ConfigError, match="fractions must add up to 1"):
         split_sizes(100, {"train": 0.8, "test": 0.1})
-    with pytest.raises(ValueError, match="does not use"):
+    with pytest.raises(ConfigError, match="does not use"):
         build_renderer(gen_cfg(tmp_path, "+synth.params.cutoff={min: 1, max: 2, step: 1}"))
 
 

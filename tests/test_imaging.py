@@ -12,7 +12,8 @@ import time
 import pytest
 import torch
 
-from src.synth.imaging import ChannelSpec, SpectrogramImager, choose_hop, log_fbanks
+from src.imaging import ChannelSpec, SpectrogramImager, choose_hop
+from src.imaging.filters import log_fbanks
 
 SR = 8000
 N = 8000

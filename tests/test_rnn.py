@@ -8,19 +8,14 @@ import pytest
 import torch
 
 from src.models.components.rnn import AttentionPool, FrameRNN, frames
+from tests.helpers.models import MODEL_DIR, check_config_size, train_toy
+from tests.helpers.runs import QUIET, assert_beats_chance
 from tests.helpers.vimh import make_vimh
-from tests.test_vit import MODEL_DIR, QUIET, assert_beats_chance, check_config_size, train_toy
 
 RNN_CONFIGS = sorted([*MODEL_DIR.glob("lstm_*.yaml"), *MODEL_DIR.glob("gru_*.yaml")])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: faster for tiny models on a busy machine (see tests/test_vit.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_frames_layout():
@@ -158,12 +153,6 @@ def toy_rect(tmp_path_factory) -> Path:
 def test_config_trains_fast_dev_run(compose_cfg, toy_rect, name):
     metrics = train_toy(compose_cfg, toy_rect, name, ["debug=fdr"])
     assert torch.isfinite(torch.tensor(metrics["test/score"]))
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    """A learnable 8x8 dataset, 2 heads (9 and 5 classes), as in tests/test_train.py."""
-    return make_vimh(tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128)
 
 
 @pytest.mark.parametrize(

@@ -10,25 +10,17 @@ import pytest
 import torch
 
 from src.eval import evaluate
+from src.paths import CONFIG_DIR
 from src.train import train
-from tests.conftest import ROOT
+from tests.helpers.runs import QUIET, on
 from tests.helpers.vimh import make_vimh
 
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
-QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    """A learnable 8x8 dataset, 2 heads (9 and 5 classes), with audio for waveform models."""
-    return make_vimh(
-        tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128, audio_samples=2000
-    )
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_fast_dev_run(compose_cfg, toy, experiment):
-    cfg = compose_cfg("train", [f"experiment={experiment}", f"data.data_dir={toy}", "debug=fdr"])
+    cfg = compose_cfg("train", [f"experiment={experiment}", *on(toy), "debug=fdr"])
     metrics, objects = train(cfg)
     assert "test/score" in metrics
     assert objects["model"].head_names == ["note_number", "note_velocity"]
@@ -47,7 +39,7 @@ def test_short_run_beats_chance_and_eval_reproduces(compose_cfg, toy):
     cfg = compose_cfg(
         "train",
         [
-            f"data.data_dir={toy}",
+            *on(toy),
             "model=cnn_10k",
             "trainer.max_epochs=6",
             "data.batch_size=64",
@@ -64,7 +56,7 @@ def test_short_run_beats_chance_and_eval_reproduces(compose_cfg, toy):
     ecfg = compose_cfg(
         "eval",
         [
-            f"data.data_dir={toy}",
+            *on(toy),
             f"ckpt_path={best}",
             "logger=none",
             "callbacks.rich_progress_bar=null",
@@ -84,7 +76,7 @@ def test_short_run_beats_chance_and_eval_reproduces(compose_cfg, toy):
 
 def test_resume_from_last_checkpoint_continues_at_the_right_epoch(compose_cfg, toy):
     first = compose_cfg(
-        "train", [f"data.data_dir={toy}", "trainer.max_epochs=2", "test=false", *QUIET], out="first"
+        "train", [*on(toy), "trainer.max_epochs=2", "test=false", *QUIET], out="first"
     )
     _, objects = train(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -92,7 +84,7 @@ def test_resume_from_last_checkpoint_continues_at_the_right_epoch(compose_cfg, t
     assert torch.load(last, weights_only=True)["epoch"] == 1
     second = compose_cfg(
         "train",
-        [f"data.data_dir={toy}", "trainer.max_epochs=3", "test=false", f"ckpt_path={last}", *QUIET],
+        [*on(toy), "trainer.max_epochs=3", "test=false", f"ckpt_path={last}", *QUIET],
         out="second",
     )
     _, objects = train(second)
@@ -122,7 +114,7 @@ def test_multirun_two_jobs_in_process(tmp_path, toy, monkeypatch):
             "train.py",
             "-m",
             "model=cnn_10k,cnn_50k",
-            f"data.data_dir={toy}",
+            *on(toy),
             "debug=fdr",
             f"paths.log_dir={tmp_path}/logs",
             "extras.print_config=false",
@@ -144,7 +136,7 @@ def test_ddp_sim(compose_cfg, toy):
     cfg = compose_cfg(
         "train",
         [
-            f"data.data_dir={toy}",
+            *on(toy),
             "trainer=ddp_sim",
             "trainer.max_epochs=1",
             "logger=tensorboard",

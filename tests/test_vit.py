@@ -2,80 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from src.data.vimh import ParamSpec
 from src.models.components.vit import SpectrogramViT, grid_size, sincos_2d
-from src.models.multihead_module import MultiheadModule
-from src.train import train
+from tests.helpers.models import MODEL_DIR, check_config_size, train_toy
+from tests.helpers.runs import QUIET, assert_beats_chance
 from tests.helpers.vimh import make_vimh
 
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "configs" / "model"
 VIT_CONFIGS = sorted(MODEL_DIR.glob("vit_*.yaml"))
-# The default dataset: 1x32x32 images, heads pitch (9 classes), level (8), decay (10).
-DEFAULT_HEADS = [
-    {"name": "pitch", **ParamSpec("pitch", 45, 69, 3).mapping()},
-    {"name": "level", **ParamSpec("level", -21, 0, 3).mapping()},
-    {"name": "decay", **ParamSpec("decay", 6, 60, 6).mapping()},
-]
-QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 SMALL = {"embed_dim": 16, "depth": 1, "num_heads": 2}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning
-    OpenMP workers can make a short training run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-# --- shared config checks (also used by tests/test_rnn.py) ----------------------------------
-def stated_size(path: Path) -> float:
-    m = re.search(r"_(\d+(?:\.\d+)?)([km])\b", path.stem)
-    assert m, f"{path.name}: name does not state a size like _25k or _1m"
-    return float(m.group(1)) * {"k": 1e3, "m": 1e6}[m.group(2)]
-
-
-def check_config_size(path: Path, net_type: type) -> MultiheadModule:
-    """Instantiate on the default dataset; the name's size and the comment's count must match."""
-    cfg = OmegaConf.load(path)
-    model = hydra.utils.instantiate(cfg, heads=DEFAULT_HEADS, input_shape=[1, 32, 32])
-    assert isinstance(model.net, net_type)
-    total = sum(p.numel() for p in model.parameters())
-    stated = stated_size(path)
-    assert abs(total - stated) <= 0.1 * stated, f"{path.name}: measured {total:,}"
-    assert f"{total:,}" in path.read_text(), f"{path.name}: comment should say {total:,}"
-    # The optimizer builds over every parameter (the ViT sets its own weight-decay groups).
-    optimizer = model.optimizer_factory(model._param_groups(model.optimizer_factory.keywords["lr"]))
-    assert isinstance(optimizer, torch.optim.AdamW)
-    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == total
-    return model
-
-
-def train_toy(compose_cfg, data_dir: Path, model: str, overrides: list[str]) -> dict:
-    cfg = compose_cfg("train", [f"data.data_dir={data_dir}", f"model={model}", *overrides])
-    metrics, _ = train(cfg)
-    return {k: float(v) for k, v in metrics.items()}
-
-
-def assert_beats_chance(metrics: dict) -> None:
-    """Every head above 3x chance (toy heads: note_number 9 classes, note_velocity 5).
-
-    The toy's 9 pitch classes share 8 rows, so note_number tops out near 0.89."""
-    for head, classes in (("note_number", 9), ("note_velocity", 5)):
-        acc = metrics[f"test/{head}/acc"]
-        assert acc > 3.0 / classes, f"{head}: accuracy {acc:.3f} is not above 3x chance"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the module ----------------------------------------------------------------------------
@@ -252,12 +192,6 @@ def toy16(tmp_path_factory) -> Path:
 def test_config_trains_fast_dev_run(compose_cfg, toy16, name):
     metrics = train_toy(compose_cfg, toy16, name, ["debug=fdr"])
     assert torch.isfinite(torch.tensor(metrics["test/score"]))
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    """A learnable 8x8 dataset, 2 heads (9 and 5 classes), as in tests/test_train.py."""
-    return make_vimh(tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128)
 
 
 def test_vit_learns(compose_cfg, toy):

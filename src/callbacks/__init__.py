@@ -3,6 +3,13 @@
 from src.callbacks.filterbank_plot import FilterbankPlot
 from src.callbacks.grad_stats import GradientStats
 from src.callbacks.head_table import HeadMetricsTable
+from src.callbacks.predictions import PredictionReport
 from src.callbacks.speed import TrainingSpeed
 
-__all__ = ["FilterbankPlot", "GradientStats", "HeadMetricsTable", "TrainingSpeed"]
+__all__ = [
+    "FilterbankPlot",
+    "GradientStats",
+    "HeadMetricsTable",
+    "PredictionReport",
+    "TrainingSpeed",
+]

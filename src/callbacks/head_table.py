@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
 from pathlib import Path
 
 import lightning as L
 from lightning_utilities.core.rank_zero import rank_zero_only
 from rich.console import Console
 from rich.table import Table
+
+from src.metrics import head_metrics, metric_key
 
 
 class HeadMetricsTable(L.Callback):
@@ -20,13 +21,9 @@ class HeadMetricsTable(L.Callback):
         self.filename = filename
 
     def rows(self, metrics: dict) -> tuple[list[str], dict[str, dict[str, float]]]:
-        per_head: dict[str, dict[str, float]] = defaultdict(dict)
-        for key, value in metrics.items():
-            parts = key.split("/")
-            if len(parts) == 3 and parts[0] == self.stage:
-                per_head[parts[1]][parts[2]] = float(value)
+        per_head = head_metrics(metrics, self.stage)
         columns = sorted({m for row in per_head.values() for m in row})
-        return columns, dict(per_head)
+        return columns, per_head
 
     @rank_zero_only
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -40,7 +37,7 @@ class HeadMetricsTable(L.Callback):
         for head, row in per_head.items():
             table.add_row(head, *(f"{row[c]:.4f}" if c in row else "" for c in columns))
         for key in ("score", "acc_mean", "loss"):
-            value = trainer.callback_metrics.get(f"{self.stage}/{key}")
+            value = trainer.callback_metrics.get(metric_key(self.stage, key))
             if value is not None:
                 table.caption = (table.caption or "") + f"{self.stage}/{key} = {float(value):.4f}  "
         Console().print(table)

@@ -1,15 +1,16 @@
 """One LightningModule for every backbone family: per-parameter heads, losses and metrics.
 
-The backbone comes in as a Hydra node (`net`, instantiated here with the dataset's
-`input_shape`), the heads as plain `ParamSpec` mappings, so a checkpoint's hyperparameters
-alone rebuild the model and load with `torch.load(weights_only=True)`.
+The backbone comes in as a Hydra node (`net`, instantiated here for the data's input), the
+data facts as the plain values of `DataSpec.model_kwargs()` (heads as `ParamSpec.to_dict()`,
+input kind and shape, sample rate), so a checkpoint's hyperparameters alone rebuild the model
+and load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import hydra
@@ -20,14 +21,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.data.spec import INPUT_KINDS
 from src.data.vimh.format import ParamSpec
+from src.errors import ConfigError
+from src.metrics import metric_key
 from src.models.heads import Head, build_head, resolve_head_modes
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
-
-STAGES = ("train", "val", "test")
-_SPEC_KEYS = ("min", "max", "step", "scale", "description", "unit")
 
 
 def _plain(obj: Any) -> Any:
@@ -41,14 +42,32 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _head_mapping(head: Any) -> dict:
-    """A head given as ParamSpec or mapping -> {"name", min, max, step, scale, ...}."""
-    if isinstance(head, ParamSpec):
-        return {"name": head.name, **head.mapping()}
-    head = _plain(head)
-    if not isinstance(head, dict) or "name" not in head:
-        raise ValueError(f"each head must be a mapping with a 'name' key, got {head!r}")
-    return {"name": str(head["name"]), **{k: head[k] for k in _SPEC_KEYS if k in head}}
+def _head_spec(head: Any) -> ParamSpec:
+    """A head given as ParamSpec or as its `to_dict()` form -> ParamSpec."""
+    return head if isinstance(head, ParamSpec) else ParamSpec.from_dict(_plain(head))
+
+
+def net_input_kind(target: str) -> str:
+    """What a backbone class takes: its `input_kind` attribute, "image" unless it says so."""
+    return getattr(hydra.utils.get_class(target), "input_kind", "image")
+
+
+def _build_net(net: dict, input_shape: list[int], input_kind: str | None, sample_rate):
+    """Instantiate the backbone for the data: check it takes this kind of input and give
+    waveform backbones the data's sample rate."""
+    takes = net_input_kind(net["_target_"])
+    if input_kind is not None and takes != input_kind:
+        raise ConfigError(
+            f"model.net ({net['_target_']}) takes {takes} input but the data serves "
+            f"{input_kind}; pick a data config with representation: {takes} (e.g. "
+            f"data=saw_audio for waveform models) or another model"
+        )
+    extra = {}
+    if takes == "audio":
+        if sample_rate is None:
+            raise ConfigError(f"{net['_target_']} needs the data's sample rate; none was given")
+        extra["sample_rate"] = int(sample_rate)
+    return hydra.utils.instantiate(net, input_shape=tuple(input_shape), **extra, _convert_="all")
 
 
 def _as_partial(node: Any) -> Any:
@@ -102,6 +121,8 @@ class MultiheadModule(L.LightningModule):
         net: dict,
         heads: list[dict],
         input_shape: list[int],
+        input_kind: str | None = None,
+        sample_rate: int | None = None,
         head_modes: str | dict = "classification",
         label_smoothing: float = 0.0,
         soft_sigma: float = 1.0,
@@ -111,14 +132,17 @@ class MultiheadModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        self.task = "multihead"
         net = _plain(net)
         if not isinstance(net, dict) or "_target_" not in net:
             raise TypeError(f"net must be a config mapping with _target_, got {type(net)}")
-        heads = [_head_mapping(h) for h in heads]
-        if not heads:
+        specs = tuple(_head_spec(h) for h in _plain(heads))
+        if not specs:
             raise ValueError("a MultiheadModule needs at least one head")
+        if input_kind is not None and input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
         input_shape = [int(v) for v in _plain(input_shape)]
-        names = [h["name"] for h in heads]
+        names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"head names must be unique, got {names}")
         head_modes = _plain(head_modes)
@@ -126,8 +150,10 @@ class MultiheadModule(L.LightningModule):
         self.save_hyperparameters(
             {
                 "net": net,
-                "heads": heads,
+                "heads": [s.to_dict() for s in specs],
                 "input_shape": input_shape,
+                "input_kind": input_kind,
+                "sample_rate": None if sample_rate is None else int(sample_rate),
                 "head_modes": head_modes,
                 "label_smoothing": float(label_smoothing),
                 "soft_sigma": float(soft_sigma),
@@ -138,12 +164,9 @@ class MultiheadModule(L.LightningModule):
         self.optimizer_factory = _as_partial(optimizer)
         self.scheduler_factory = _as_partial(scheduler)
 
-        self.specs = tuple(
-            ParamSpec.from_mapping(h["name"], {k: v for k, v in h.items() if k != "name"})
-            for h in heads
-        )
+        self.specs = specs
         self.modes = modes
-        self.net = hydra.utils.instantiate(net, input_shape=tuple(input_shape), _convert_="all")
+        self.net = _build_net(net, input_shape, input_kind, sample_rate)
         out_features = getattr(self.net, "out_features", None)
         if not isinstance(out_features, int):
             raise TypeError(f"backbone {type(self.net).__name__} must expose out_features: int")
@@ -257,13 +280,13 @@ class MultiheadModule(L.LightningModule):
         for spec in self.specs:
             acc = m.acc[spec.name].compute()
             mae = m.mae[spec.name].compute()
-            out[f"{stage}/{spec.name}/acc"] = acc
-            out[f"{stage}/{spec.name}/mae"] = mae
+            out[metric_key(stage, "acc", spec.name)] = acc
+            out[metric_key(stage, "mae", spec.name)] = mae
             accs.append(acc)
             scores.append(1.0 - mae / spec.span)
-        out[f"{stage}/acc_mean"] = torch.stack(accs).mean()
-        out[f"{stage}/score"] = torch.stack(scores).mean()
-        out[f"{stage}/loss"] = m.loss.compute()
+        out[metric_key(stage, "acc_mean")] = torch.stack(accs).mean()
+        out[metric_key(stage, "score")] = torch.stack(scores).mean()
+        out[metric_key(stage, "loss")] = m.loss.compute()
         return out
 
     def _epoch_end(self, stage: str) -> None:
@@ -271,7 +294,7 @@ class MultiheadModule(L.LightningModule):
         if m.loss.update_count == 0:  # e.g. an epoch with no batches
             return
         values = self.epoch_metrics(stage)
-        main = {f"{stage}/score", f"{stage}/loss"}
+        main = {metric_key(stage, "score"), metric_key(stage, "loss")}
         self.log_dict(
             {k: v for k, v in values.items() if k in main},
             on_step=False,
@@ -356,21 +379,10 @@ class MultiheadModule(L.LightningModule):
         return int(steps)
 
     # --- checkpoints -------------------------------------------------------------------------
-    @classmethod
-    def load_checkpoint(cls, path: str, map_location: Any = "cpu") -> MultiheadModule:
-        """Rebuild a trained module from its checkpoint alone, in eval mode.
-
-        `weights_only=True` is passed explicitly so only tensors and plain containers are
-        unpickled; the hyperparameters hold everything else (net config, heads, modes).
-        """
-        model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-        return model.eval()
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Name the task, so eval rebuilds this class from the checkpoint (src/models/tasks.py)."""
+        checkpoint["task"] = self.task
 
     @property
     def head_names(self) -> list[str]:
         return [s.name for s in self.specs]
-
-
-def heads_from_specs(specs: Sequence[ParamSpec]) -> list[dict]:
-    """ParamSpecs (e.g. `datamodule.heads`) -> the plain `heads` argument of the module."""
-    return [_head_mapping(s) for s in specs]

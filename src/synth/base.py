@@ -32,8 +32,8 @@ _MIN_LOG_GAIN = -30.0
 class Synth:
     """Base class: a synth maps per-record parameters (natural units) to a batch of audio.
 
-    Subclasses set ``param_names`` and implement ``render``; ``_params`` does the shared
-    validation so every synth fails the same way on malformed input.
+    Subclasses set ``param_names`` and implement ``_render``; ``render`` validates the
+    parameters first, so every synth fails the same way on malformed input.
     """
 
     param_names: tuple[str, ...] = ()
@@ -45,7 +45,23 @@ class Synth:
         n_samples: int,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        """Render float32 audio of shape (B, n_samples); ``generator`` is the only randomness."""
+        """Render float32 audio of shape (B, n_samples); ``generator`` is the only randomness.
+
+        ``values`` maps every name in ``param_names`` to a (B,) tensor in natural units; they
+        are checked here, once for all synths, then handed to ``_render`` as float64.
+        """
+        return self._render(
+            self._params(values, sample_rate, n_samples), sample_rate, n_samples, generator
+        )
+
+    def _render(
+        self,
+        p: dict[str, torch.Tensor],
+        sample_rate: int,
+        n_samples: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """The synth itself: validated float64 (B,) parameters -> (B, n_samples) float32."""
         raise NotImplementedError
 
     def _params(

@@ -68,14 +68,13 @@ class FMSynth(Synth):
         self.lowpass_filter_width = lowpass_filter_width
         self.chunk_size = chunk_size
 
-    def render(
+    def _render(
         self,
-        values: dict[str, torch.Tensor],
+        p: dict[str, torch.Tensor],
         sample_rate: int,
         n_samples: int,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        p = self._params(values, sample_rate, n_samples)
         batch = p["pitch"].shape[0]
         phases = random_phase(generator, batch, 2)
         sr_os = sample_rate * self.oversample

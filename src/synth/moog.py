@@ -193,14 +193,13 @@ class MoogSynth(Synth):
         self.loop = loop
         self.blep_points = blep_points
 
-    def render(
+    def _render(
         self,
-        values: dict[str, torch.Tensor],
+        p: dict[str, torch.Tensor],
         sample_rate: int,
         n_samples: int,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        p = self._params(values, sample_rate, n_samples)
         batch = p["pitch"].shape[0]
         phase0 = random_phase(generator, batch)[:, 0]
         out = torch.empty(batch, n_samples, dtype=torch.float32, device=phase0.device)

@@ -1,15 +1,20 @@
-"""Build the named, nullable callback and logger entries of a config."""
+"""Build the named, nullable callback and logger entries of a config, and the trainer."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from src.errors import ConfigError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
+
+# Keys of the trainer config group that are not Trainer arguments (see build_trainer).
+RUNTIME_KEYS = ("compile", "matmul_precision")
 
 
 def _instantiate_group(cfg: DictConfig | None, what: str) -> list:
@@ -17,12 +22,12 @@ def _instantiate_group(cfg: DictConfig | None, what: str) -> list:
     if not cfg:
         return out
     if not isinstance(cfg, DictConfig):
-        raise TypeError(f"{what} config must be a mapping of named entries")
+        raise ConfigError(f"{what} config must be a mapping of named entries")
     for name, entry in cfg.items():
         if entry is None:  # `callbacks.early_stopping=null` switches one off
             continue
         if not isinstance(entry, DictConfig) or "_target_" not in entry:
-            raise TypeError(f"{what}.{name} must have a _target_ (or be null)")
+            raise ConfigError(f"{what}.{name} must have a _target_ (or be null)")
         log.info(f"Instantiating {what[:-1]} <{entry._target_}> ({name})")
         out.append(instantiate(entry))
     return out
@@ -34,3 +39,18 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return _instantiate_group(cfg, "loggers")
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer of `cfg.trainer` with `cfg.callbacks` and `cfg.logger`, for train and eval.
+
+    The trainer group also carries two settings that are not Trainer arguments: `compile`
+    (read by the task when it builds the model) and `matmul_precision`, applied here.
+    """
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    runtime = {k: tcfg.pop(k, None) for k in RUNTIME_KEYS}
+    if runtime["matmul_precision"]:
+        torch.set_float32_matmul_precision(runtime["matmul_precision"])
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    return instantiate(tcfg, callbacks=callbacks, logger=loggers or False)

@@ -1,16 +1,20 @@
-"""Glue shared by the entry points: extras, the task wrapper, metric lookup, dataset provision."""
+"""Glue shared by the entry points: extras, the task wrapper, user errors, the returned metric."""
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
-from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.markup import escape
 
+from src.errors import ConfigError, user_error
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -25,7 +29,7 @@ def extras(cfg: DictConfig) -> None:
         log.info("Ignoring Python warnings (extras.ignore_warnings=true)")
         warnings.filterwarnings("ignore")
     if ex.get("enforce_tags") and not cfg.get("tags"):
-        raise ValueError("extras.enforce_tags is on but no tags are set: pass tags=[...]")
+        raise ConfigError("extras.enforce_tags is on but no tags are set: pass tags=[...]")
     if ex.get("print_config"):
         from src.utils.rich_utils import print_config_tree
 
@@ -33,14 +37,22 @@ def extras(cfg: DictConfig) -> None:
 
 
 def task_wrapper(task: Callable[[DictConfig], tuple[dict, dict]]) -> Callable:
-    """Run a task so that a failure is logged with the run folder, and loggers are closed."""
+    """Run a task so that a failure is logged with the run folder, and loggers are closed.
+
+    A user error (see src/errors.py) is logged as its message alone; anything else with its
+    traceback.
+    """
 
     @wraps(task)
     def wrapped(cfg: DictConfig) -> tuple[dict, dict]:
         try:
             return task(cfg)
-        except Exception:
-            log.exception(f"Task failed; run folder: {cfg.paths.output_dir}")
+        except Exception as e:
+            err = user_error(e)
+            if err is None:
+                log.exception(f"Task failed; run folder: {cfg.paths.output_dir}")
+            else:
+                log.error(f"Task failed: {err}")
             raise
         finally:
             log.info(f"Output dir: {cfg.paths.output_dir}")
@@ -49,9 +61,27 @@ def task_wrapper(task: Callable[[DictConfig], tuple[dict, dict]]) -> Callable:
     return wrapped
 
 
-def _close_wandb() -> None:
-    import sys
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """For entry points: a user error ends the program with its message and exit status 1.
 
+    The message goes to stderr, without the traceback (Hydra's or instantiate's wrapping
+    included); HYDRA_FULL_ERROR=1 re-raises it whole. Other exceptions pass unchanged.
+    """
+    try:
+        yield
+    except Exception as e:
+        err = user_error(e)
+        if err is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] {escape(str(err))}\n"
+            "[dim](set HYDRA_FULL_ERROR=1 for the traceback)[/]"
+        )
+        sys.exit(1)
+
+
+def _close_wandb() -> None:
     if "wandb" in sys.modules:
         import wandb
 
@@ -64,48 +94,8 @@ def get_metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
+        raise ConfigError(
             f"optimized_metric '{name}' was not logged; logged metrics: {sorted(metrics)}"
         )
     value = metrics[name]
     return float(value.item() if hasattr(value, "item") else value)
-
-
-def ensure_dataset(data_cfg: DictConfig) -> Path:
-    """Make sure `data_cfg.data_dir` exists; generate it when the config says how.
-
-    `data_cfg.generate` is a list of overrides for `configs/generate.yaml` (or null). The
-    dataset is written exactly at `data_dir` and nothing existing is ever replaced.
-    """
-    data_dir = Path(data_cfg.data_dir)
-    if data_dir.exists():
-        return data_dir
-    recipe = data_cfg.get("generate")
-    if recipe is None:
-        raise FileNotFoundError(
-            f"dataset folder {data_dir} does not exist and data.generate does not say how to "
-            f"make it; generate it first, e.g.\n  python generate_vimh.py dataset.out_dir="
-            f"{data_dir.parent} dataset.name={data_dir.name} [synth=... dataset.size=...]"
-        )
-    from hydra import compose
-
-    from src.synth.generate import generate_dataset
-
-    overrides = [
-        *list(recipe),
-        f"dataset.out_dir={data_dir.parent}",
-        f"dataset.name={data_dir.name}",
-        "dataset.overwrite=false",
-    ]
-    log.info(
-        f"Dataset {data_dir} not found: generating it (generate_vimh.py {' '.join(overrides)})"
-    )
-    return generate_dataset(compose(config_name="generate", overrides=overrides))
-
-
-def build_datamodule(data_cfg: DictConfig):
-    """Provide the dataset if needed, then build the datamodule (`generate` is not its argument)."""
-    ensure_dataset(data_cfg)
-    node = OmegaConf.to_container(data_cfg, resolve=True)
-    node.pop("generate", None)
-    return instantiate(node)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.errors import DataError
+
 INFO_FILENAME = "vimh_dataset_info.json"
 SPLITS = ("train", "val", "test")
 FORMAT_NAME = "VIMH"
@@ -20,9 +22,15 @@ LAYOUTS = ("2.1", "2.0")
 CODE_LEVELS = 255  # 8-bit label codes run 0..255
 METADATA_BYTES = {"2.1": 14, "2.0": 6}  # bytes before the N byte
 SCALES = ("linear", "log")
+SPEC_KEYS = ("min", "max", "step", "scale", "description", "unit")
 
 
-class VIMHFormatError(ValueError):
+def audio_filename(split: str) -> str:
+    """The file holding a split's float32 waveforms (N, T), beside the split's records."""
+    return f"{split}_audio.npy"
+
+
+class VIMHFormatError(DataError, ValueError):
     """A dataset on disk does not follow the format; the message names file, field, expectation."""
 
 
@@ -133,14 +141,7 @@ class ParamSpec:
 
     def mapping(self) -> dict:
         """The JSON `parameter_mappings` entry (NSMT keys plus our `scale` and `unit`)."""
-        return {
-            "min": self.min,
-            "max": self.max,
-            "step": self.step,
-            "description": self.description,
-            "scale": self.scale,
-            "unit": self.unit,
-        }
+        return {key: getattr(self, key) for key in SPEC_KEYS}
 
     @classmethod
     def from_mapping(cls, name: str, m: dict) -> ParamSpec:
@@ -153,6 +154,20 @@ class ParamSpec:
             description=str(m.get("description", "")),
             unit=str(m.get("unit", "")),
         )
+
+    def to_dict(self) -> dict:
+        """The plain form that travels from data to model and into checkpoints: name + mapping."""
+        return {"name": self.name, **self.mapping()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ParamSpec:
+        """Inverse of `to_dict`; keys other than the name and `SPEC_KEYS` are an error."""
+        if not isinstance(d, dict) or "name" not in d:
+            raise ValueError(f"a parameter spec must be a mapping with a 'name', got {d!r}")
+        unknown = set(d) - {"name", *SPEC_KEYS}
+        if unknown:
+            raise ValueError(f"parameter '{d['name']}': unknown keys {sorted(unknown)}")
+        return cls.from_mapping(str(d["name"]), d)
 
 
 def header_bytes(version: str, n_params: int) -> int:

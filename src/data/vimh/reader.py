@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,13 @@ from src.data.vimh.format import (
     SPLITS,
     ParamSpec,
     VIMHFormatError,
+    audio_filename,
     header_bytes,
     parse_folder_name,
     record_bytes,
     record_dtype,
 )
+from src.errors import DatasetNotFoundError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -72,7 +74,7 @@ def read_info(path: str | Path) -> VIMHInfo:
     if path.is_dir():
         path = path / INFO_FILENAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: VIMH metadata file not found")
+        raise DatasetNotFoundError(f"{path}: VIMH metadata file not found")
     try:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -132,6 +134,18 @@ def read_info(path: str | Path) -> VIMHInfo:
         raw=info,
         **dims,
     )
+
+
+def open_pixels(path: Path, dtype: np.dtype) -> np.ndarray:
+    """(N, C, H, W) uint8 pixels of a split file, mapped read-only (zero-copy strided view)."""
+    return np.memmap(path, dtype=dtype, mode="r")["pixels"]
+
+
+def open_audio(path: Path, channel_axis: bool = False) -> np.ndarray:
+    """(N, T) float32 waveforms of an audio file, mapped read-only; (N, 1, T) with
+    `channel_axis`, the layout models take."""
+    audio = np.load(path, mmap_mode="r")
+    return audio[:, None, :] if channel_axis else audio
 
 
 class VIMHSplit:
@@ -261,6 +275,10 @@ class VIMHSplit:
         """(N, C, H, W) uint8, a strided view into the mapped file (no copy)."""
         return self.records["pixels"]
 
+    def pixel_source(self) -> partial:
+        """A picklable callable that maps this split's pixels again (for loader workers)."""
+        return partial(open_pixels, self.path, self.dtype)
+
     @cached_property
     def codes(self) -> np.ndarray:
         """(N, P) uint8 label codes, column p = parameter id p, whatever order records use."""
@@ -299,7 +317,7 @@ class VIMHDataset:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: VIMH dataset folder not found")
+            raise DatasetNotFoundError(f"{self.root}: VIMH dataset folder not found")
         self.info = read_info(self.root)
         self.splits = {}
         for name in SPLITS:
@@ -325,21 +343,35 @@ class VIMHDataset:
 
     @property
     def audio_available(self) -> bool:
-        return all((self.root / f"{s}_audio.npy").is_file() for s in self.splits)
+        return all((self.root / audio_filename(s)).is_file() for s in self.splits)
 
     def audio(self, split: str) -> np.ndarray:
         """(N, T) float32 waveforms of a split, memory-mapped, when the dataset stores them."""
-        path = self.root / f"{split}_audio.npy"
+        path = self.root / audio_filename(split)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: this dataset stores no audio (generate it with dataset.store_audio=true)"
+            raise DatasetNotFoundError(
+                f"{path}: this dataset stores no audio for split '{split}' (generate it with "
+                f"dataset.store_audio=true)"
             )
-        audio = np.load(path, mmap_mode="r")
-        if audio.ndim != 2 or len(audio) != len(self[split]):
+        audio = open_audio(path)
+        if audio.ndim != 2 or len(audio) != len(self[split]) or audio.shape[1] < 1:
             raise VIMHFormatError(
                 f"{path}: expected shape ({len(self[split])}, n_samples), got {audio.shape}"
             )
+        if audio.dtype != np.float32:
+            raise VIMHFormatError(f"{path}: expected float32 waveforms, got {audio.dtype}")
+        declared = (self.info.raw.get("audio") or {}).get("n_samples")
+        if declared is not None and int(declared) != audio.shape[1]:
+            raise VIMHFormatError(
+                f"{path}: holds {audio.shape[1]} samples per record but {self.info.path.name} "
+                f"says audio.n_samples = {declared}"
+            )
         return audio
+
+    def audio_source(self, split: str) -> partial:
+        """A picklable callable mapping a split's checked waveforms as (N, 1, T) (for workers)."""
+        self.audio(split)
+        return partial(open_audio, self.root / audio_filename(split), channel_axis=True)
 
     def _check_counts(self) -> None:
         raw = self.info.raw

@@ -24,6 +24,7 @@ from src.data.vimh.format import (
     METADATA_BYTES,
     SPLITS,
     ParamSpec,
+    audio_filename,
     record_dtype,
 )
 
@@ -135,7 +136,7 @@ class VIMHWriter:
         if audio_samples is not None:
             self._audio = {
                 s: np.lib.format.open_memmap(
-                    self.tmp / f"{s}_audio.npy",
+                    self.tmp / audio_filename(s),
                     mode="w+",
                     dtype=np.float32,
                     shape=(n, audio_samples),

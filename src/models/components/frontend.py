@@ -17,25 +17,10 @@ import torch.nn.functional as F
 import torchaudio.functional as taf
 from torch import Tensor, nn
 
-WINDOWS = ("hann", "hamming", "blackman", "rect")
+from src.imaging.filters import filterbank, padded_window
+
 MEL_INITS = ("mel", "random", "linear")
 LOGS = ("db", "log1p", None)
-
-
-def make_window(kind: str, win_length: int, n_fft: int) -> Tensor:
-    """A periodic window of `win_length`, zero-padded centred to `n_fft` (as torch.stft does)."""
-    if kind == "hann":
-        w = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
-    elif kind == "hamming":
-        w = torch.hamming_window(win_length, periodic=True, dtype=torch.float64)
-    elif kind == "blackman":
-        w = torch.blackman_window(win_length, periodic=True, dtype=torch.float64)
-    elif kind == "rect":
-        w = torch.ones(win_length, dtype=torch.float64)
-    else:
-        raise ValueError(f"window must be one of {WINDOWS}, got {kind!r}")
-    left = (n_fft - win_length) // 2
-    return F.pad(w, (left, n_fft - win_length - left))
 
 
 def fourier_kernels(window: Tensor) -> Tensor:
@@ -114,7 +99,7 @@ class STFTMelFrontend(nn.Module):
         self.lr = None if lr is None else float(lr)
 
         self.stft = nn.Parameter(
-            fourier_kernels(make_window(window, win_length, self.n_fft)),
+            fourier_kernels(padded_window(window, win_length, self.n_fft)),
             requires_grad=bool(trainable_stft),
         )
         init = self.initial_filterbank(mel_init).clamp_min(float(mel_floor))
@@ -136,14 +121,12 @@ class STFTMelFrontend(nn.Module):
 
     def initial_filterbank(self, kind: str) -> Tensor:
         """(n_freqs, n_mels) non-negative init: torchaudio's mel or linear bank, or random."""
-        mel = taf.melscale_fbanks(
-            self.n_freqs, self.f_min, self.f_max, self.n_mels, self.sample_rate
-        )
+        mel = filterbank("mel", self.n_freqs, self.f_min, self.f_max, self.n_mels, self.sample_rate)
         if kind == "mel":
             return mel
         if kind == "linear":
-            return taf.linear_fbanks(
-                self.n_freqs, self.f_min, self.f_max, self.n_mels, self.sample_rate
+            return filterbank(
+                "linear", self.n_freqs, self.f_min, self.f_max, self.n_mels, self.sample_rate
             )
         # Random filters with the mel bank's mean filter area, so output levels are alike.
         rand = torch.rand(self.n_freqs, self.n_mels)

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from src.errors import ConfigError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -35,11 +36,14 @@ class FrontendNet(nn.Module):
     """Waveform (B, 1, T) -> front-end -> [BatchNorm] -> back-end -> (B, out_features).
 
     `frontend` and `backend` are Hydra nodes (so the Hydra node of this net needs
-    `_recursive_: false`); the front-end config carries its own sample_rate, the back-end
-    gets `input_shape` = the front-end's output shape. `norm` puts a one-channel BatchNorm on
+    `_recursive_: false`); the front-end gets the data's `sample_rate` (a front-end config
+    that states another rate is an error), the back-end gets `input_shape` = the front-end's
+    output shape. `norm` puts a one-channel BatchNorm on
     the log-mel, standing in for the per-channel pixel normalisation of the image pipeline
     (dB values are far from unit scale, which a linear back-end cannot absorb).
     """
+
+    input_kind = "audio"  # what MultiheadModule checks against the data
 
     def __init__(
         self,
@@ -47,6 +51,7 @@ class FrontendNet(nn.Module):
         frontend: Mapping | nn.Module,
         backend: Mapping,
         norm: bool = True,
+        sample_rate: int | None = None,
     ) -> None:
         super().__init__()
         shape = tuple(int(v) for v in input_shape)
@@ -60,7 +65,18 @@ class FrontendNet(nn.Module):
         if isinstance(frontend, nn.Module):
             self.frontend = frontend
         else:
-            self.frontend = hydra.utils.instantiate(_config(frontend, "frontend"), _convert_="all")
+            fcfg = _config(frontend, "frontend")
+            stated = fcfg.get("sample_rate")
+            if sample_rate is not None:
+                if stated is not None and int(stated) != int(sample_rate):
+                    raise ConfigError(
+                        f"model.net.frontend.sample_rate={stated} but the dataset is sampled at "
+                        f"{sample_rate} Hz; leave it out (the rate comes from the data)"
+                    )
+                fcfg["sample_rate"] = int(sample_rate)
+            elif stated is None:
+                raise ConfigError("the front-end needs a sample_rate (from the data or its config)")
+            self.frontend = hydra.utils.instantiate(fcfg, _convert_="all")
         if not hasattr(self.frontend, "output_shape"):
             raise TypeError(f"front-end {type(self.frontend).__name__} lacks output_shape()")
         self.feature_shape = tuple(self.frontend.output_shape(shape[1]))

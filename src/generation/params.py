@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.data.vimh.format import ParamSpec
+from src.errors import ConfigError
 
 SAMPLING = ("grid", "continuous", "fixed")
 
@@ -39,14 +40,14 @@ def parse_params(params: Mapping[str, Mapping]) -> list[SynthParam]:
         where = f"synth.params.{name}"
         missing = [k for k in ("min", "max") if k not in p]
         if missing:
-            raise ValueError(f"{where}: missing {missing}")
+            raise ConfigError(f"{where}: missing {missing}")
         lo, hi = float(p["min"]), float(p["max"])
         default = float(p.get("default", lo))
         sampling = str(p.get("sampling", "grid"))
         if sampling not in SAMPLING:
-            raise ValueError(f"{where}.sampling: expected one of {SAMPLING}, got {sampling!r}")
+            raise ConfigError(f"{where}.sampling: expected one of {SAMPLING}, got {sampling!r}")
         if not lo <= default <= hi:
-            raise ValueError(f"{where}.default: {default} is outside [{lo}, {hi}]")
+            raise ConfigError(f"{where}.default: {default} is outside [{lo}, {hi}]")
         if lo == hi:
             sampling = "fixed"
         try:
@@ -60,12 +61,12 @@ def parse_params(params: Mapping[str, Mapping]) -> list[SynthParam]:
                 unit=str(p.get("unit", "")),
             )
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from e
+            raise ConfigError(f"{where}: {e}") from e
         if sampling != "fixed":
             try:
                 spec.check_codes_exact()
             except ValueError as e:
-                raise ValueError(f"{where}: {e}") from e
+                raise ConfigError(f"{where}: {e}") from e
         out.append(SynthParam(spec=spec, default=default, sampling=sampling))
     return out
 

@@ -32,19 +32,16 @@ Conventions every consumer must know:
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 import torchaudio
 from torch import nn
 
-from src.utils.pylogger import RankedLogger
-
-log = RankedLogger(__name__)
+from src.imaging import filters
+from src.imaging.filters import FILTER_SCALES, WINDOWS, filter_centres, image_filterbank
 
 KINDS = ("power", "ifreq", "group_delay", "modulation")
-SCALES = ("mel", "linear", "log")
 
 # Fixed ranges of the non-power kinds (see module docstring).
 IFREQ_RANGE_BINS = 0.5  # the deviation is wrapped to the nearest bin centre, so +-half a bin
@@ -52,19 +49,6 @@ GROUP_DELAY_RANGE = 0.5  # +-half a window = the whole unambiguous range of a bi
 MOD_DB_RANGE = (-60.0, 0.0)  # modulation amplitude of the [0, 1] power envelope, in dB
 NEUTRAL = 128
 CPU_CHUNK = 256  # records per pass on CPU: keeps the STFT working set in cache
-
-
-def _rect_window(n: int) -> torch.Tensor:
-    """Rectangular window (module-level so the imager stays picklable)."""
-    return torch.ones(n)
-
-
-WINDOWS = {
-    "hann": torch.hann_window,
-    "hamming": torch.hamming_window,
-    "blackman": torch.blackman_window,
-    "rect": _rect_window,
-}
 
 
 @dataclass
@@ -96,8 +80,10 @@ def _as_spec(channel: ChannelSpec | dict, index: int) -> ChannelSpec:
         raise ValueError(f"channels[{index}] must be a ChannelSpec or dict, got {channel!r}")
     if channel.kind not in KINDS:
         raise ValueError(f"channels[{index}].kind must be one of {KINDS}, got {channel.kind!r}")
-    if channel.scale not in SCALES:
-        raise ValueError(f"channels[{index}].scale must be one of {SCALES}, got {channel.scale!r}")
+    if channel.scale not in FILTER_SCALES:
+        raise ValueError(
+            f"channels[{index}].scale must be one of {FILTER_SCALES}, got {channel.scale!r}"
+        )
     n_fft = channel.n_fft
     if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < 4 or n_fft % 2:
         raise ValueError(f"channels[{index}].n_fft must be an even integer >= 4, got {n_fft!r}")
@@ -125,84 +111,6 @@ def choose_hop(n_samples: int, width: int) -> int:
             f"n_samples, or a different n_samples."
         )
     return hop
-
-
-def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
-    return 2595.0 * torch.log10(1.0 + f / 700.0)
-
-
-def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
-    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
-
-def log_fbanks(
-    n_freqs: int, f_min: float, f_max: float, n_filter: int, sample_rate: int
-) -> torch.Tensor:
-    """Triangular filters with log-spaced centres, shape ``(n_freqs, n_filter)``.
-
-    torchaudio has no log-frequency filterbank. Where log spacing is finer than the STFT bin
-    spacing a plain triangle could fall between bins and be empty, so each side of every
-    triangle is widened to at least one bin spacing: its support then always holds a bin.
-    """
-    if f_min <= 0:
-        raise ValueError(f"f_min must be > 0 for the log scale, got {f_min}")
-    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
-    bin_hz = float(all_freqs[1] - all_freqs[0])
-    pts = torch.logspace(math.log10(f_min), math.log10(f_max), n_filter + 2, dtype=torch.float64)
-    centre = pts[1:-1]
-    lower = torch.minimum(pts[:-2], centre - bin_hz)
-    upper = torch.maximum(pts[2:], centre + bin_hz)
-    f = all_freqs[:, None]
-    rise = (f - lower) / (centre - lower)
-    fall = (upper - f) / (upper - centre)
-    return torch.clamp(torch.minimum(rise, fall), min=0.0).to(torch.float32)
-
-
-def _filter_centres(scale: str, f_min: float, f_max: float, n_filter: int) -> torch.Tensor:
-    """Centre frequency of each filter, ascending, as the filterbank builders place them."""
-    if scale == "mel":
-        lo, hi = _hz_to_mel(torch.tensor([f_min, f_max], dtype=torch.float64)).tolist()
-        pts = _mel_to_hz(torch.linspace(lo, hi, n_filter + 2, dtype=torch.float64))
-    elif scale == "linear":
-        pts = torch.linspace(f_min, f_max, n_filter + 2, dtype=torch.float64)
-    else:
-        pts = torch.logspace(
-            math.log10(f_min), math.log10(f_max), n_filter + 2, dtype=torch.float64
-        )
-    return pts[1:-1]
-
-
-def _filterbank(scale: str, n_fft: int, f_min: float, f_max: float, height: int, sr: int):
-    """Raw (uncalibrated) filterbank ``(n_freqs, height)`` with ascending columns."""
-    n_freqs = n_fft // 2 + 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchaudio warns on empty filters; we raise below
-        if scale == "mel":
-            fb = torchaudio.functional.melscale_fbanks(
-                n_freqs, f_min, f_max, height, sr, norm=None, mel_scale="htk"
-            )
-        elif scale == "linear":
-            fb = torchaudio.functional.linear_fbanks(n_freqs, f_min, f_max, height, sr)
-        else:
-            fb = log_fbanks(n_freqs, f_min, f_max, height, sr)
-    fb = fb.to(torch.float64)
-    # Reported as image rows (row 0 = lowest frequency).
-    empty = sorted((fb.amax(dim=0) <= 0).nonzero().flatten().tolist())
-    if empty:
-        raise ValueError(
-            f"height={height} on the {scale} scale with n_fft={n_fft} leaves rows "
-            f"{empty[:8]}{'...' if len(empty) > 8 else ''} without any STFT bin (bin spacing "
-            f"{sr / n_fft:.3g} Hz). Use a larger n_fft, a smaller height, or scale='log'."
-        )
-    bin_freqs = torch.arange(n_freqs) * sr / n_fft
-    n_inside = int(((bin_freqs >= f_min) & (bin_freqs <= f_max)).sum())
-    if scale == "linear" and height > n_inside:
-        log.warning(
-            f"height={height} exceeds the {n_inside} STFT bins (n_fft={n_fft}) inside "
-            f"[{f_min}, {f_max}] Hz on the linear scale: rows will only interpolate bins. "
-            f"Consider n_fft >= {2 * math.ceil(height * sr / (2 * (f_max - f_min)))}."
-        )
-    return fb
 
 
 def _sine_calibration(fb: torch.Tensor, centres: torch.Tensor, window: torch.Tensor, sr: int):
@@ -264,7 +172,7 @@ class SpectrogramImager(nn.Module):
         if not db_min < db_max:
             raise ValueError(f"db_min must be < db_max, got db_min={db_min}, db_max={db_max}")
         if window not in WINDOWS:
-            raise ValueError(f"window must be one of {tuple(WINDOWS)}, got {window!r}")
+            raise ValueError(f"window must be one of {WINDOWS}, got {window!r}")
 
         self.specs = specs
         self.channel_labels = labels
@@ -296,7 +204,8 @@ class SpectrogramImager(nn.Module):
             stft = torchaudio.transforms.Spectrogram(
                 n_fft=n_fft,
                 hop_length=self.hop_length,
-                window_fn=WINDOWS[window],
+                window_fn=filters.window,
+                wkwargs={"kind": window},
                 power=None,
                 center=False,  # framing/padding is done in _stft to avoid copying the signal
             )
@@ -314,8 +223,10 @@ class SpectrogramImager(nn.Module):
         n_freqs = n_fft // 2 + 1
         raw, cal = {}, {}
         for scale in g["scales"]:
-            fb = _filterbank(scale, n_fft, self.f_min, self.f_max, self.height, self.sample_rate)
-            centres = _filter_centres(scale, self.f_min, self.f_max, self.height)
+            fb = image_filterbank(
+                scale, n_fft, self.f_min, self.f_max, self.height, self.sample_rate
+            )
+            centres = filter_centres(scale, self.f_min, self.f_max, self.height)
             cal[scale] = _sine_calibration(fb, centres, window, self.sample_rate)
             raw[scale] = fb  # ascending columns: row 0 = lowest frequency
             self._centres[(n_fft, scale)] = centres.to(torch.float32)

@@ -1,4 +1,5 @@
-"""Per-sample predictions of a trained model, and the reports eval.py writes from them."""
+"""Per-record predictions of a tested model: a CSV in natural units, a confusion matrix and a
+true-vs-predicted scatter per head (what `src/eval.py` writes with `callbacks=eval`)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,48 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning_utilities.core.rank_zero import rank_zero_only
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from src.data.vimh.format import ParamSpec
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+KINDS = ("true", "pred", "true_class", "pred_class")
 
 
-def collect_predictions(
-    trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule
-) -> dict[str, np.ndarray]:
-    """Predict the test split in order; columns `<head>_{true,pred,true_class,pred_class}`."""
-    batches = trainer.predict(model=model, datamodule=datamodule)
-    table: dict[str, list[torch.Tensor]] = {}
-    for out in batches:
-        for kind in ("true", "pred", "true_class", "pred_class"):
+class PredictionReport(L.Callback):
+    """While testing, keep every record's true and predicted values and classes (the module's
+    `predict_step` on each test batch); at the end write the reports to the run folder.
+
+    With several processes each rank sees its own shard; rank 0 writes what it saw.
+    """
+
+    def __init__(self, dirname: str | None = None) -> None:
+        self.dirname = dirname
+        self.table: dict[str, list[torch.Tensor]] = {}
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.table = {}
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        with torch.no_grad():
+            out = pl_module.predict_step(batch, batch_idx)
+        for kind in KINDS:
             for name, t in out[kind].items():
-                table.setdefault(f"{name}_{kind}", []).append(t.detach().cpu())
-    return {k: torch.cat(v).numpy() for k, v in table.items()}
+                self.table.setdefault(f"{name}_{kind}", []).append(t.detach().cpu())
+
+    @rank_zero_only
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.table:
+            return
+        table = {k: torch.cat(v).numpy() for k, v in self.table.items()}
+        out = Path(trainer.default_root_dir)
+        if self.dirname:
+            out = out / self.dirname
+        files = write_prediction_reports(table, pl_module.specs, out)
+        log.info("Wrote " + ", ".join(f.name for f in files))
 
 
 def write_prediction_reports(
@@ -39,7 +66,7 @@ def write_prediction_reports(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     n = len(next(iter(table.values())))
-    cols = [f"{s.name}_{k}" for s in specs for k in ("true", "pred", "true_class", "pred_class")]
+    cols = [f"{s.name}_{k}" for s in specs for k in KINDS]
     path = out_dir / "predictions.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)

@@ -1,0 +1,385 @@
+"""Lightning datamodule for VIMH datasets: splits, loading path, on-device transforms.
+
+It wires three pieces: `batching` (which records, in which order, from memory or from the
+memory-mapped files), `transforms` (normalisation and masking after transfer) and the VIMH
+reader. Batches leave the loader as stored (uint8 images or float32 waveforms, int64 codes);
+the float conversion, normalisation and augmentation happen in `on_after_batch_transfer`, on
+the device, over the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from src.data.batching import Batch, EpochBatches, MemmapBatches, VIMHLoader
+from src.data.spec import INPUT_KINDS, DataSpec
+from src.data.transforms import Normalize, channel_stats, check_augment, spec_augment
+from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
+from src.errors import ConfigError, DatasetNotFoundError
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+REPRESENTATIONS = INPUT_KINDS
+
+
+class VIMHDataModule(L.LightningDataModule):
+    """Train/val/test batches of a VIMH dataset folder, ready for a multihead network.
+
+    `spec` (heads, input shape, sample rate) comes from the JSON alone, right after
+    construction, so a model can be built before any record is read. A dataset without a `val`
+    file (as NSMT writes them) gets a validation set carved out of train with `val_fraction`
+    and `split_seed`. `in_memory`: True loads each split into one tensor (fastest); False
+    streams from the memory-mapped files with `num_workers` workers; "auto" loads when all the
+    inputs fit in `max_memory_gb`. `augment={"freq_mask": F, "time_mask": T, "n_masks": k}`
+    masks rows (frequency) and columns (time) of training batches only.
+    `representation="audio"` serves the stored waveforms (float32 (B, 1, T), not normalised,
+    never masked) of a dataset generated with `dataset.store_audio=true`.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        in_memory: bool | str = "auto",
+        val_fraction: float = 0.1,
+        split_seed: int = 12345,
+        shuffle_seed: int = 0,
+        augment: Mapping | None = None,
+        max_memory_gb: float = 4.0,
+        representation: str = "image",
+        drop_last: bool = False,
+        eval_batch_size: int | None = None,
+        persistent_workers: bool = True,
+        normalize: bool = True,
+        stats_max_records: int = 50_000,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.data_dir = Path(data_dir)
+        if representation not in REPRESENTATIONS:
+            raise ConfigError(
+                f"data.representation must be one of {REPRESENTATIONS}, got {representation!r}"
+            )
+        if in_memory not in ("auto", True, False):
+            raise ConfigError(f"data.in_memory must be 'auto', true or false, got {in_memory!r}")
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if not self.data_dir.is_dir():
+            raise DatasetNotFoundError(f"{self.data_dir}: VIMH dataset folder not found")
+        self.info: VIMHInfo = read_info(self.data_dir)
+        self.augment = check_augment(augment)
+        self.n_samples: int | None = None
+        if representation == "audio":
+            if self.augment is not None:
+                raise ConfigError(
+                    "data.augment (SpecAugment masking of spectrogram images) does not apply to "
+                    "representation='audio'; set data.augment=null"
+                )
+            self.n_samples = VIMHDataset(self.data_dir).audio("train").shape[1]
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.in_memory = in_memory
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.shuffle_seed = shuffle_seed
+        self.max_memory_gb = max_memory_gb
+        self.representation = representation
+        self.drop_last = drop_last
+        self.persistent_workers = persistent_workers
+        self.normalize = normalize
+        self.stats_max_records = stats_max_records
+
+        self.dataset: VIMHDataset | None = None
+        self.rows: dict[str, np.ndarray | None] = {}  # split -> record indices in its file
+        self.files: dict[str, str] = {}  # split -> the file its records come from
+        self.val_carved = False
+        self.use_memory: bool | None = None
+        self.normalizer: Normalize | None = None
+        self._masker = None if self.augment is None else spec_augment(self.augment)
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._loaders: dict[tuple, VIMHLoader] = {}
+
+    # --- metadata, available at once -----------------------------------------------------------
+    @property
+    def heads(self) -> tuple[ParamSpec, ...]:
+        return self.info.params
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (1, n_samples) for audio."""
+        if self.representation == "audio":
+            return (1, self.n_samples)
+        return self.info.shape
+
+    @property
+    def spec(self) -> DataSpec:
+        sr = self.info.raw.get("sample_rate")
+        return DataSpec(
+            input_kind=self.representation,
+            input_shape=self.input_shape,
+            sample_rate=None if sr is None else int(sr),
+            heads=self.heads,
+        )
+
+    @property
+    def mean(self) -> torch.Tensor | None:
+        return None if self.normalizer is None else self.normalizer.mean.cpu()
+
+    @property
+    def std(self) -> torch.Tensor | None:
+        return None if self.normalizer is None else self.normalizer.std.cpu()
+
+    # --- splits ----------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Open the files, decide the splits and the path, compute statistics; only once."""
+        if self.dataset is not None:
+            return
+        ds = VIMHDataset(self.data_dir)
+        if "test" not in ds:
+            raise DatasetNotFoundError(
+                f"{self.data_dir}: no 'test' split file; a VIMH dataset needs train and test "
+                f"(val is optional and is then carved out of train)"
+            )
+        self.rows = {"test": None}
+        self.files = {"train": "train", "test": "test"}
+        if "val" in ds:
+            self.rows.update(train=None, val=None)
+            self.files["val"] = "val"
+        else:
+            self._carve_val(len(ds["train"]))
+            self.files["val"] = "train"
+        if self.representation == "audio":
+            for split in ds.splits:
+                ds.audio(split)  # a clear error now, not in a loader worker later
+        self.dataset = ds
+        if self.in_memory == "auto":
+            per_record = (
+                self.n_samples * 4 if self.representation == "audio" else math.prod(self.info.shape)
+            )
+            need = sum(len(ds[s]) for s in ds.splits) * per_record
+            self.use_memory = need <= self.max_memory_gb * 2**30
+            log.info(
+                f"{self.data_dir.name}: {need / 2**30:.3f} GiB of {self.representation} inputs; "
+                f"{'in memory' if self.use_memory else 'streaming from disk'} "
+                f"(max_memory_gb={self.max_memory_gb})"
+            )
+        else:
+            self.use_memory = bool(self.in_memory)
+        if self.normalizer is None:
+            self.normalizer = Normalize(*self._compute_stats())
+
+    def _carve_val(self, n: int) -> None:
+        n_val = round(self.val_fraction * n)
+        if n_val < 1 or n_val >= n:
+            raise ConfigError(
+                f"{self.data_dir}: no 'val' file, and data.val_fraction={self.val_fraction} of "
+                f"{n} train records gives {n_val} for validation; need 1..{n - 1}"
+            )
+        perm = np.random.default_rng(self.split_seed).permutation(n)
+        self.rows["val"] = np.sort(perm[:n_val])
+        self.rows["train"] = np.sort(perm[n_val:])
+        self.val_carved = True
+        log.info(
+            f"{self.data_dir.name}: no 'val' file; validation = {n_val} of {n} train records "
+            f"(val_fraction={self.val_fraction}, split_seed={self.split_seed}), "
+            f"training on the other {n - n_val}; test untouched"
+        )
+
+    def num_records(self, split: str) -> int:
+        self.setup()
+        if split not in self.rows:
+            raise KeyError(f"unknown split {split!r}; expected train, val or test")
+        rows = self.rows[split]
+        return len(self.dataset[self.files[split]]) if rows is None else len(rows)
+
+    def _split_inputs(self, split: str) -> np.ndarray:
+        """(N, C, H, W) uint8 images or (N, 1, T) float32 waveforms of the file behind `split`
+        (not yet subset), as memory-mapped views."""
+        if self.representation == "audio":
+            return self.dataset.audio(self.files[split])[:, None, :]
+        return self.dataset[self.files[split]].images
+
+    def _split_codes(self, split: str) -> np.ndarray:
+        codes = self.dataset[self.files[split]].codes
+        rows = self.rows[split]
+        return codes if rows is None else codes[rows]
+
+    # --- statistics ------------------------------------------------------------------------------
+    def _compute_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean/std of train pixels (a seeded subsample for big datasets)."""
+        c = self.input_shape[0]
+        if self.representation == "audio" or not self.normalize:  # used as they are
+            return np.zeros(c), np.ones(c)
+        n = self.num_records("train")
+        pick = np.arange(n)
+        if n > self.stats_max_records:
+            rng = np.random.default_rng(self.split_seed)
+            pick = np.sort(rng.choice(n, self.stats_max_records, replace=False))
+        rows = self.rows["train"]
+        mean, std = channel_stats(self._split_inputs("train"), pick if rows is None else rows[pick])
+        log.info(
+            f"{self.data_dir.name}: pixel mean {np.round(mean, 3).tolist()}, std "
+            f"{np.round(std, 3).tolist()} (from {len(pick)} train records)"
+        )
+        return mean, std
+
+    def state_dict(self) -> dict:
+        """Normalisation statistics and split facts, saved in checkpoints for evaluation."""
+        if self.normalizer is None:
+            return {}
+        return {
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "val_carved": self.val_carved,
+            "val_fraction": self.val_fraction,
+            "split_seed": self.split_seed,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Take a checkpoint's statistics; loaded before `setup`, nothing is recomputed."""
+        if not state_dict:
+            return
+        mean = torch.tensor(state_dict["mean"], dtype=torch.float32)
+        std = torch.tensor(state_dict["std"], dtype=torch.float32)
+        channels = self.input_shape[0]
+        if mean.shape != (channels,) or std.shape != mean.shape:
+            raise ConfigError(
+                f"checkpoint statistics are for {mean.numel()} channels; dataset "
+                f"{self.data_dir} has {channels}"
+            )
+        if self.normalizer is not None and not torch.allclose(self.mean, mean, atol=1e-3):
+            log.warning(
+                f"normalisation statistics from the checkpoint ({mean.tolist()}, "
+                f"{std.tolist()}) differ from this dataset's ({self.mean.tolist()}, "
+                f"{self.std.tolist()}); using the checkpoint's"
+            )
+        for key in ("val_fraction", "split_seed"):
+            if state_dict.get("val_carved") and state_dict.get(key) != getattr(self, key):
+                log.warning(
+                    f"checkpoint carved validation with {key}={state_dict.get(key)}, "
+                    f"this run uses {getattr(self, key)}"
+                )
+        self.normalizer = Normalize(mean, std)
+
+    # --- loaders -------------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None and hasattr(trainer, "world_size"):
+            return int(trainer.global_rank), int(trainer.world_size)
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split as one contiguous tensor (uint8 images or float32 waveforms) and int64
+        codes, loaded once."""
+        self.setup()
+        if split not in self._tensors:
+            inputs = self._split_inputs(split)
+            rows = self.rows[split]
+            # A fresh in-memory copy either way (a contiguous memmap would otherwise pass
+            # through np.ascontiguousarray uncopied and read-only).
+            array = np.array(inputs, order="C") if rows is None else inputs[rows]
+            codes = self._split_codes(split).astype(np.int64)
+            self._tensors[split] = (torch.from_numpy(array), torch.from_numpy(codes))
+            log.info(f"{self.data_dir.name}: loaded {split} ({len(array)} records) into memory")
+        return self._tensors[split]
+
+    def _stream(self, split: str, batches: EpochBatches) -> MemmapBatches:
+        name = self.files[split]
+        if self.representation == "audio":
+            source, nbytes = self.dataset.audio_source(name), self.n_samples * 4
+        else:
+            source, nbytes = self.dataset[name].pixel_source(), math.prod(self.info.shape)
+        return MemmapBatches(
+            source,
+            nbytes,
+            self._split_codes(split),
+            self.rows[split],
+            n_order=batches.per_rank,
+            batch_size=batches.batch_size,
+            n_batches=len(batches),
+        )
+
+    def loader(
+        self,
+        split: str,
+        *,
+        shuffle: bool,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> VIMHLoader:
+        """A (cached) loader of one split; rank/world_size default to the running trainer's."""
+        self.setup()
+        if rank is None or world_size is None:
+            rank, world_size = self._rank_world()
+        batch_size = batch_size or self.batch_size
+        key = (split, shuffle, batch_size, drop_last, rank, world_size)
+        if key in self._loaders:
+            return self._loaders[key]
+        batches = EpochBatches(
+            self.num_records(split),
+            batch_size,
+            shuffle=shuffle,
+            seed=self.shuffle_seed,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+        )
+        if self.use_memory:
+            inputs, codes = self.tensors(split)
+            loader = VIMHLoader(batches, inputs=inputs, codes=codes, pin_memory=self.pin_memory)
+        else:
+            loader = VIMHLoader(
+                batches,
+                stream=self._stream(split, batches),
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.persistent_workers,
+            )
+        self._loaders[key] = loader
+        return loader
+
+    def train_dataloader(self) -> VIMHLoader:
+        return self.loader("train", shuffle=True, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> VIMHLoader:
+        return self.loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> VIMHLoader:
+        return self.loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self) -> VIMHLoader:
+        return self.test_dataloader()
+
+    # --- on-device batch transform ---------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int = 0) -> Batch:
+        """uint8 -> normalised float32 for every batch; masking for training batches only."""
+        x, codes = batch
+        if x.dtype == torch.uint8:
+            x = self.normalize_images(x)
+        trainer = self.trainer
+        if self._masker is not None and trainer is not None and trainer.training:
+            x = self._masker(x)
+        return x, codes
+
+    def normalize_images(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalizer is None:
+            self.setup()
+        return self.normalizer(x)

@@ -1,0 +1,126 @@
+"""Labels -> audio -> images: the renderer that dataset generation and its checks share.
+
+Everything random flows from the dataset seed: the labels of each split come from their own
+numpy stream, and each batch's audio randomness (start phase, noise floor) from a torch
+generator seeded by (seed, split, batch). The same config and seed give identical bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError
+from src.generation.params import SynthParam, parse_params, values_from_codes
+from src.imaging import SpectrogramImager
+
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "identifiability": 3}
+
+
+NOISE_BANK = 1 << 18
+
+
+def noise_windows(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """(B, T) unit-variance white noise: each row a random window of one shared Gaussian bank.
+
+    Drawing B*T normals dominated the cost of a batch; B windows of a 256k-sample bank give
+    every record its own noise realisation for the price of a gather.
+    """
+    b, t = shape
+    bank = torch.randn(NOISE_BANK + t, generator=generator)
+    start = torch.randint(0, NOISE_BANK, (b,), generator=generator)
+    return bank.unfold(0, t, 1)[start]
+
+
+@dataclass
+class Renderer:
+    """Codes -> audio -> images, with the nuisance (phase, noise floor) drawn from `generator`."""
+
+    synth: object
+    imager: SpectrogramImager
+    params: list[SynthParam]
+    sample_rate: int
+    n_samples: int
+    noise_db: float | None
+
+    @property
+    def varying(self) -> list[SynthParam]:
+        return [p for p in self.params if p.varying]
+
+    def render(
+        self, codes: np.ndarray, generator: torch.Generator
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        values = {
+            k: torch.from_numpy(v.astype(np.float32))
+            for k, v in values_from_codes(self.params, codes).items()
+        }
+        audio = self.synth.render(values, self.sample_rate, self.n_samples, generator)
+        if self.noise_db is not None:
+            gain = 10 ** (self.noise_db / 20)
+            audio = audio.add_(noise_windows(audio.shape, generator), alpha=gain)
+        with torch.inference_mode():
+            pixels = self.imager(audio)
+        return pixels.numpy(), audio
+
+
+def split_sizes(size: int, fractions: Mapping[str, float]) -> dict[str, int]:
+    """Whole records per split; train takes the remainder so sizes add up to `size`."""
+    unknown = set(fractions) - {"train", "val", "test"}
+    if unknown or "train" not in fractions or "test" not in fractions:
+        raise ConfigError(
+            f"dataset.splits must give train and test (and optionally val) fractions, "
+            f"got {dict(fractions)}"
+        )
+    total = sum(fractions.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(f"dataset.splits fractions must add up to 1, got {total}")
+    sizes = {k: round(size * float(v)) for k, v in fractions.items() if k != "train"}
+    sizes = {"train": size - sum(sizes.values()), **sizes}
+    empty = [k for k, v in sizes.items() if v <= 0 and fractions[k] > 0]
+    if empty:
+        raise ConfigError(f"dataset.size={size} leaves no records for split(s) {empty}")
+    return {k: v for k, v in sizes.items() if v > 0}
+
+
+def batch_generator(seed: int, split: str, batch: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, SPLIT_IDS[split], batch]).generate_state(1)[0]))
+    return g
+
+
+def build_renderer(cfg: DictConfig) -> Renderer:
+    """The synth, imager and nuisance a generation config describes (nothing rendered yet)."""
+    ds = cfg.dataset
+    n_samples = round(ds.sample_rate * ds.duration)
+    params = parse_params(OmegaConf.to_container(cfg.synth.params, resolve=True))
+    synth = instantiate(cfg.synth.module)
+    missing = set(synth.param_names) - {p.spec.name for p in params}
+    if missing:
+        raise ConfigError(
+            f"synth '{cfg.synth.name}' needs parameters {sorted(missing)} that synth.params lacks"
+        )
+    extra = {p.spec.name for p in params} - set(synth.param_names)
+    if extra:
+        raise ConfigError(
+            f"synth.params has {sorted(extra)}, which synth '{cfg.synth.name}' does not use: "
+            f"such labels could not be learned"
+        )
+    spec = OmegaConf.to_container(cfg.spectrogram, resolve=True)
+    try:
+        imager = SpectrogramImager(sample_rate=int(ds.sample_rate), n_samples=n_samples, **spec)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"spectrogram: {e}") from e
+    return Renderer(
+        synth=synth,
+        imager=imager,
+        params=params,
+        sample_rate=int(ds.sample_rate),
+        n_samples=n_samples,
+        noise_db=None if ds.noise_db is None else float(ds.noise_db),
+    )
