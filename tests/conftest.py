@@ -25,8 +25,9 @@ def compose_config(name: str, out_dir: Path, overrides: list[str]) -> DictConfig
         cfg.paths.output_dir = str(out_dir)
         cfg.paths.log_dir = str(out_dir / "logs")
         cfg.paths.data_dir = str(out_dir / "data")
-        cfg.extras.print_config = False
-        cfg.extras.enforce_tags = False
+        if "extras" in cfg:
+            cfg.extras.print_config = False
+            cfg.extras.enforce_tags = False
     return cfg
 
 

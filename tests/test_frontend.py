@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from src.callbacks import FilterbankPlot
 from src.models.components import FrontendNet, STFTMelFrontend
 from src.paths import CONFIG_DIR
+from tests.helpers.models import MODEL_DIR, check_config_size
 
 SR = 8000
 FRONTEND = {"_target_": "src.models.components.frontend.STFTMelFrontend", "sample_rate": SR}
@@ -236,3 +237,9 @@ def test_filterbank_plot_writes_png_and_tensorboard(tmp_path):
     trainer.sanity_checking = False
     FilterbankPlot().on_validation_epoch_end(trainer, SimpleNamespace(net=torch.nn.Linear(2, 2)))
     assert sorted(p.name for p in (tmp_path / "filterbank").iterdir()) == ["epoch_003.png"]
+
+
+@pytest.mark.parametrize("path", sorted(MODEL_DIR.glob("stft_*.yaml")), ids=lambda p: p.stem)
+def test_config_name_matches_count(path):
+    model = check_config_size(path, FrontendNet)
+    assert model.net.frontend.sample_rate == 8000  # from the data, not from the config

@@ -57,10 +57,14 @@ def _build_net(net: dict, input_shape: list[int], input_kind: str | None, sample
     waveform backbones the data's sample rate."""
     takes = net_input_kind(net["_target_"])
     if input_kind is not None and takes != input_kind:
+        hint = (
+            "a waveform data config (e.g. data=saw_audio)"
+            if takes == "audio"
+            else ("an image data config (e.g. data=saw)")
+        )
         raise ConfigError(
             f"model.net ({net['_target_']}) takes {takes} input but the data serves "
-            f"{input_kind}; pick a data config with representation: {takes} (e.g. "
-            f"data=saw_audio for waveform models) or another model"
+            f"{input_kind}; use {hint} or another model"
         )
     extra = {}
     if takes == "audio":

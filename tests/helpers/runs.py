@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+
+from src.errors import user_error
 
 # Quiet runs: no progress bar, no model summary.
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
@@ -20,3 +26,13 @@ def assert_beats_chance(metrics: dict, factor: float = 3.0) -> None:
     for head, classes in (("note_number", 9), ("note_velocity", 5)):
         acc = float(metrics[f"test/{head}/acc"])
         assert acc > factor / classes, f"{head}: accuracy {acc:.3f} is not above {factor}x chance"
+
+
+@contextmanager
+def raises_user_error(kind: type, match: str):
+    """Like pytest.raises for the project's errors, also when Hydra's instantiate wrapped them."""
+    with pytest.raises(Exception) as info:
+        yield
+    err = user_error(info.value)
+    assert isinstance(err, kind), f"expected {kind.__name__}, got {info.value!r}"
+    assert re.search(match, str(err)), f"{match!r} not in {err}"
