@@ -136,3 +136,21 @@ def image_filterbank(scale: str, n_fft: int, f_min: float, f_max: float, height:
             f"Consider n_fft >= {2 * math.ceil(height * sr / (2 * (f_max - f_min)))}."
         )
     return fb
+
+
+def sine_calibration(fb: torch.Tensor, centres: torch.Tensor, window: torch.Tensor, sr: int):
+    """Per-filter gain so a full-scale sine at the filter centre reads exactly 1 (0 dB).
+
+    The STFT power is first normalised by ``(sum w)^2 / 4`` (a full-scale sine at a bin centre
+    -> 1); the filter's response to such a sine at its own centre (main-lobe leakage included)
+    is then divided out, so the calibration is independent of n_fft, window, scale and height.
+    """
+    n_fft = window.numel()
+    w = window.to(torch.float64)
+    n = torch.arange(n_fft, dtype=torch.float64)
+    phase = torch.tensor([0.0, math.pi / 2], dtype=torch.float64)  # quadrature: no phase bias
+    sines = torch.cos(2 * math.pi * centres[:, None, None] * n / sr + phase[:, None])
+    spec = torch.fft.rfft(sines * w, dim=-1).abs().square().mean(dim=1)  # (H, F)
+    spec = spec * 4.0 / w.sum() ** 2
+    gain = (spec * fb.T).sum(dim=1)  # (H,)
+    return fb / gain * (4.0 / w.sum() ** 2)

@@ -32,103 +32,26 @@ Conventions every consumer must know:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import torchaudio
 from torch import nn
 
 from src.imaging import filters
-from src.imaging.filters import FILTER_SCALES, WINDOWS, filter_centres, image_filterbank
+from src.imaging.channels import (
+    GROUP_DELAY_RANGE,
+    IFREQ_RANGE_BINS,
+    MOD_DB_RANGE,
+    NEUTRAL,
+    ChannelSpec,
+    as_channel_spec,
+    check_int,
+    choose_hop,
+)
+from src.imaging.filters import WINDOWS, filter_centres, image_filterbank, sine_calibration
 
-KINDS = ("power", "ifreq", "group_delay", "modulation")
-
-# Fixed ranges of the non-power kinds (see module docstring).
-IFREQ_RANGE_BINS = 0.5  # the deviation is wrapped to the nearest bin centre, so +-half a bin
-GROUP_DELAY_RANGE = 0.5  # +-half a window = the whole unambiguous range of a bin-to-bin phase step
-MOD_DB_RANGE = (-60.0, 0.0)  # modulation amplitude of the [0, 1] power envelope, in dB
-NEUTRAL = 128
 CPU_CHUNK = 256  # records per pass on CPU: keeps the STFT working set in cache
-
-
-@dataclass
-class ChannelSpec:
-    """One image channel: what is measured, on which frequency axis, at which resolution."""
-
-    kind: str = "power"
-    scale: str = "mel"
-    n_fft: int = 256
-    label: str | None = None
-
-    def resolved_label(self) -> str:
-        return self.label if self.label is not None else f"{self.kind}_{self.scale}_{self.n_fft}"
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _as_spec(channel: ChannelSpec | dict, index: int) -> ChannelSpec:
-    if isinstance(channel, dict):
-        try:
-            channel = ChannelSpec(**channel)
-        except TypeError as err:
-            raise ValueError(f"channels[{index}]: {err}") from None
-    if not isinstance(channel, ChannelSpec):
-        raise ValueError(f"channels[{index}] must be a ChannelSpec or dict, got {channel!r}")
-    if channel.kind not in KINDS:
-        raise ValueError(f"channels[{index}].kind must be one of {KINDS}, got {channel.kind!r}")
-    if channel.scale not in FILTER_SCALES:
-        raise ValueError(
-            f"channels[{index}].scale must be one of {FILTER_SCALES}, got {channel.scale!r}"
-        )
-    n_fft = channel.n_fft
-    if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < 4 or n_fft % 2:
-        raise ValueError(f"channels[{index}].n_fft must be an even integer >= 4, got {n_fft!r}")
-    return ChannelSpec(channel.kind, channel.scale, n_fft, channel.resolved_label())
-
-
-def choose_hop(n_samples: int, width: int) -> int:
-    """Hop giving ``width`` frame centres ``t * hop`` that evenly span the whole note.
-
-    Needs ``(width - 1) * hop <= n_samples <= width * hop``: the first centre is the first
-    sample and at most one hop of note follows the last centre (the same frame count as
-    ``torch.stft(center=True)``, which would only add a frame centred one past the end when
-    ``width * hop == n_samples``). The largest candidate ``n_samples // (width - 1)`` is
-    tried; if it fails no integer hop works and a ValueError says so.
-    """
-    _check_int("n_samples", n_samples, 1)
-    _check_int("width", width, 2)
-    hop = n_samples // (width - 1)
-    if hop < 1 or hop * width < n_samples:
-        raise ValueError(
-            f"width={width} is not reachable for n_samples={n_samples}: the frames need an "
-            f"integer hop h with {n_samples}/{width} <= h <= {n_samples}/{width - 1} so that "
-            f"{width} centres 0, h, ..., {width - 1}h span the note. Use a smaller width "
-            f"(width <= sqrt(n_samples) always works), a width with width - 1 or width dividing "
-            f"n_samples, or a different n_samples."
-        )
-    return hop
-
-
-def _sine_calibration(fb: torch.Tensor, centres: torch.Tensor, window: torch.Tensor, sr: int):
-    """Per-filter gain so a full-scale sine at the filter centre reads exactly 1 (0 dB).
-
-    The STFT power is first normalised by ``(sum w)^2 / 4`` (a full-scale sine at a bin centre
-    -> 1); the filter's response to such a sine at its own centre (main-lobe leakage included)
-    is then divided out, so the calibration is independent of n_fft, window, scale and height.
-    """
-    n_fft = window.numel()
-    w = window.to(torch.float64)
-    n = torch.arange(n_fft, dtype=torch.float64)
-    phase = torch.tensor([0.0, math.pi / 2], dtype=torch.float64)  # quadrature: no phase bias
-    sines = torch.cos(2 * math.pi * centres[:, None, None] * n / sr + phase[:, None])
-    spec = torch.fft.rfft(sines * w, dim=-1).abs().square().mean(dim=1)  # (H, F)
-    spec = spec * 4.0 / w.sum() ** 2
-    gain = (spec * fb.T).sum(dim=1)  # (H,)
-    return fb / gain * (4.0 / w.sum() ** 2)
 
 
 class SpectrogramImager(nn.Module):
@@ -149,13 +72,13 @@ class SpectrogramImager(nn.Module):
         window: str = "hann",
     ) -> None:
         super().__init__()
-        self.height = _check_int("height", height, 1)
-        self.width = _check_int("width", width, 2)
-        self.sample_rate = _check_int("sample_rate", sample_rate, 1)
-        self.n_samples = _check_int("n_samples", n_samples, 1)
+        self.height = check_int("height", height, 1)
+        self.width = check_int("width", width, 2)
+        self.sample_rate = check_int("sample_rate", sample_rate, 1)
+        self.n_samples = check_int("n_samples", n_samples, 1)
         if not isinstance(channels, (list, tuple)) or not channels:
             raise ValueError(f"channels must be a non-empty list, got {channels!r}")
-        specs = [_as_spec(c, i) for i, c in enumerate(channels)]
+        specs = [as_channel_spec(c, i) for i, c in enumerate(channels)]
         labels = [s.label for s in specs]
         if len(set(labels)) != len(labels):
             raise ValueError(f"channel labels must be unique, got {labels}")
@@ -227,7 +150,7 @@ class SpectrogramImager(nn.Module):
                 scale, n_fft, self.f_min, self.f_max, self.height, self.sample_rate
             )
             centres = filter_centres(scale, self.f_min, self.f_max, self.height)
-            cal[scale] = _sine_calibration(fb, centres, window, self.sample_rate)
+            cal[scale] = sine_calibration(fb, centres, window, self.sample_rate)
             raw[scale] = fb  # ascending columns: row 0 = lowest frequency
             self._centres[(n_fft, scale)] = centres.to(torch.float32)
         # Power of all scales in one matmul: rows interleave (re, im) so the matmul also sums

@@ -8,10 +8,12 @@ Per-record scalars are handled in float64 (cheap, shape (B,)); per-sample work i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 __all__ = [
+    "Notes",
     "Synth",
     "apply_attack_",
     "block_phase",
@@ -27,6 +29,25 @@ _LN10_OVER_20 = math.log(10.0) / 20.0
 # Exponent floor (natural log) for envelopes: far below audibility (-260 dB) but keeps
 # float32 products out of the denormal range, where CPU arithmetic becomes very slow.
 _MIN_LOG_GAIN = -30.0
+
+
+@dataclass(frozen=True)
+class Notes:
+    """One checked batch to render: (B,) float64 parameters in natural units (``p``), the
+    output rate and length, and the generator that is the render's only randomness."""
+
+    p: dict[str, torch.Tensor]
+    sample_rate: int
+    n_samples: int
+    generator: torch.Generator
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.p.values())).shape[0]
+
+    def start_phases(self, n: int = 1) -> torch.Tensor:
+        """(B, n) uniform start phases in cycles, float64, drawn from the generator."""
+        return random_phase(self.generator, self.batch, n)
 
 
 class Synth:
@@ -50,18 +71,11 @@ class Synth:
         ``values`` maps every name in ``param_names`` to a (B,) tensor in natural units; they
         are checked here, once for all synths, then handed to ``_render`` as float64.
         """
-        return self._render(
-            self._params(values, sample_rate, n_samples), sample_rate, n_samples, generator
-        )
+        p = self._params(values, sample_rate, n_samples)
+        return self._render(Notes(p, int(sample_rate), int(n_samples), generator))
 
-    def _render(
-        self,
-        p: dict[str, torch.Tensor],
-        sample_rate: int,
-        n_samples: int,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        """The synth itself: validated float64 (B,) parameters -> (B, n_samples) float32."""
+    def _render(self, notes: Notes) -> torch.Tensor:
+        """The synth itself: checked notes -> (B, n_samples) float32 audio."""
         raise NotImplementedError
 
     def _params(

@@ -13,13 +13,13 @@ import torch
 import torchaudio.functional as taf
 
 from src.synth.base import (
+    Notes,
     Synth,
     block_phase,
     db_to_amp,
     decay_envelope_,
     envelope_factors,
     midi_to_hz,
-    random_phase,
     soft_limit_,
 )
 from src.synth.saw import pick_block
@@ -68,15 +68,9 @@ class FMSynth(Synth):
         self.lowpass_filter_width = lowpass_filter_width
         self.chunk_size = chunk_size
 
-    def _render(
-        self,
-        p: dict[str, torch.Tensor],
-        sample_rate: int,
-        n_samples: int,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        batch = p["pitch"].shape[0]
-        phases = random_phase(generator, batch, 2)
+    def _render(self, notes: Notes) -> torch.Tensor:
+        p, sample_rate, n_samples, batch = notes.p, notes.sample_rate, notes.n_samples, notes.batch
+        phases = notes.start_phases(2)
         sr_os = sample_rate * self.oversample
         n_os = n_samples * self.oversample
         block = pick_block(n_os)

@@ -12,20 +12,18 @@ sample loop only runs 13 in-place batch-wide ops per step.
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 
 import torch
 
 from src.synth.base import (
+    Notes,
     Synth,
     block_phase,
     db_to_amp,
     decay_envelope_,
     midi_to_hz,
-    random_phase,
     soft_limit_,
 )
 from src.synth.saw import half_saw_any_
@@ -72,40 +70,6 @@ def ladder_loop(
         s4.lerp_(ot, 2.0)
 
 
-def _ladder_loop_ts(
-    g: torch.Tensor,
-    x: torch.Tensor,
-    ka: torch.Tensor,
-    out: torch.Tensor,
-    state: torch.Tensor,
-    scratch: torch.Tensor,
-) -> None:
-    """TorchScript twin of ``ladder_loop`` (same maths), which skips the Python interpreter."""
-    s1 = state[0]
-    s2 = state[1]
-    s3 = state[2]
-    s4 = state[3]
-    w = scratch[0]
-    u = scratch[1]
-    y = scratch[2]
-    z = scratch[3]
-    for t in range(g.shape[0]):
-        gt = g[t]
-        ot = out[t]
-        torch.addcmul(s2, s1, gt, out=w)
-        torch.addcmul(s3, w, gt, out=y)
-        torch.addcmul(s4, y, gt, out=w)
-        torch.addcmul(x[t], ka[t], w, value=-1.0, out=u).tanh_()
-        torch.lerp(s1, u, gt, out=y)
-        s1.lerp_(y, 2.0)
-        torch.lerp(s2, y, gt, out=z)
-        s2.lerp_(z, 2.0)
-        torch.lerp(s3, z, gt, out=y)
-        s3.lerp_(y, 2.0)
-        torch.lerp(s4, y, gt, out=ot)
-        s4.lerp_(ot, 2.0)
-
-
 @contextmanager
 def _intra_op_threads(n: int) -> Iterator[None]:
     """Temporarily set torch's intra-op thread count.
@@ -126,15 +90,6 @@ def _intra_op_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
-@cache
-def _scripted_loop() -> Callable[..., None]:
-    """Compile the TorchScript loop once per process (TorchScript is deprecated but works)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.script(_ladder_loop_ts)
-
-
 class MoogSynth(Synth):
     """PolyBLEP saw -> nonlinear ZDF Moog ladder (cutoff ADSR) -> decaying amplitude envelope.
 
@@ -144,8 +99,6 @@ class MoogSynth(Synth):
         block_size: time steps whose coefficients are precomputed together (memory/cache).
         max_batch: records run through one ladder pass; bigger batches amortise the per-step
             overhead of the sample loop, larger ones are split to bound memory.
-        loop: "eager" (plain Python loop) or "script" (TorchScript loop, 5-20% faster
-            here, but TorchScript is deprecated upstream).
         blep_points: band limiting of the oscillator, see ``SawSynth``.
     """
 
@@ -173,7 +126,6 @@ class MoogSynth(Synth):
         drive: float = 0.5,
         block_size: int = 64,
         max_batch: int = 8192,
-        loop: str = "eager",
         blep_points: int = 2,
     ) -> None:
         if not 0.0 <= note_off <= 1.0:
@@ -182,26 +134,17 @@ class MoogSynth(Synth):
             raise ValueError(f"drive must be positive, got {drive}")
         if block_size < 1 or max_batch < 1:
             raise ValueError("block_size and max_batch must be >= 1")
-        if loop not in ("eager", "script"):
-            raise ValueError(f"loop must be 'eager' or 'script', got {loop!r}")
         if blep_points not in (2, 4):
             raise ValueError(f"blep_points must be 2 or 4, got {blep_points}")
         self.note_off = note_off
         self.drive = drive
         self.block_size = block_size
         self.max_batch = max_batch
-        self.loop = loop
         self.blep_points = blep_points
 
-    def _render(
-        self,
-        p: dict[str, torch.Tensor],
-        sample_rate: int,
-        n_samples: int,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        batch = p["pitch"].shape[0]
-        phase0 = random_phase(generator, batch)[:, 0]
+    def _render(self, notes: Notes) -> torch.Tensor:
+        p, sample_rate, n_samples, batch = notes.p, notes.sample_rate, notes.n_samples, notes.batch
+        phase0 = notes.start_phases()[:, 0]
         out = torch.empty(batch, n_samples, dtype=torch.float32, device=phase0.device)
         for s in range(0, batch, self.max_batch):
             e = min(s + self.max_batch, batch)
@@ -255,7 +198,6 @@ class MoogSynth(Synth):
         state = torch.zeros(4, batch, dtype=f32, device=dev)
         scratch = torch.empty(4, batch, dtype=f32, device=dev)
         y = torch.empty(n_samples, batch, dtype=f32, device=dev)
-        run = _scripted_loop() if self.loop == "script" else ladder_loop
         n_blk = -(-n_samples // tb)
         # Oscillator phase at each block start (float64-exact), plus an in-block ramp.
         starts, ramp = block_phase(freq, phase0, sr, n_blk, tb)
@@ -281,7 +223,7 @@ class MoogSynth(Synth):
             xb.mul_(tb_)
             torch.addcmul(tb_, gb, tb_, value=-1.0, out=kab).mul_(den_c4)
             with _intra_op_threads(1):
-                run(gb, xb, kab, y[n0 : n0 + m], state, scratch)
+                ladder_loop(gb, xb, kab, y[n0 : n0 + m], state, scratch)
         return y
 
 

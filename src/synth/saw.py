@@ -10,13 +10,13 @@ from __future__ import annotations
 import torch
 
 from src.synth.base import (
+    Notes,
     Synth,
     apply_attack_,
     block_phase,
     db_to_amp,
     envelope_factors,
     midi_to_hz,
-    random_phase,
 )
 
 __all__ = ["SawSynth", "half_saw4_", "half_saw_", "half_saw_any_", "pick_block", "polyblep_saw"]
@@ -141,15 +141,9 @@ class SawSynth(Synth):
         self.chunk_size = chunk_size
         self.blep_points = blep_points
 
-    def _render(
-        self,
-        p: dict[str, torch.Tensor],
-        sample_rate: int,
-        n_samples: int,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        batch = p["pitch"].shape[0]
-        phase0 = random_phase(generator, batch)[:, 0]
+    def _render(self, notes: Notes) -> torch.Tensor:
+        p, sample_rate, n_samples, batch = notes.p, notes.sample_rate, notes.n_samples, notes.batch
+        phase0 = notes.start_phases()[:, 0]
         freq = midi_to_hz(p["pitch"])
         block = pick_block(n_samples)
         n_blocks = -(-n_samples // block)

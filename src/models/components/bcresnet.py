@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from src.utils.checks import image_shape
+
 # (width factor, blocks, frequency stride, temporal dilation) per stage, as in BC-ResNet.
 STAGES = ((8, 2, 1, 1), (12, 2, 2, 2), (16, 4, 2, 4), (20, 4, 1, 8))
 STEM, HEAD = 16, 32
@@ -117,9 +119,7 @@ class BCResNet(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        shape = tuple(int(v) for v in input_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"input_shape must be (C, F, T) with positive sizes, got {shape}")
+        shape = image_shape(input_shape)  # (C, F, T): channels, mel bands, frames
         if tau <= 0 or sub_bands < 1:
             raise ValueError(f"need tau > 0 and sub_bands >= 1, got {tau}, {sub_bands}")
         self.input_shape = shape

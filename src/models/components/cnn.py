@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from src.utils.checks import check_choice, image_shape
+
 POOLS = ("max", "avg")
 NORMS = ("batch", "group", "none")
 GLOBAL_POOLS = ("avg", "max", "avgmax")
@@ -57,21 +59,15 @@ class ConvNet(nn.Module):
         blocks_per_stage: int = 1,
     ) -> None:
         super().__init__()
-        shape = tuple(int(v) for v in input_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {shape}")
+        shape = image_shape(input_shape)
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1:
             raise ValueError(f"channels must be a non-empty list of positive ints, got {channels}")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (keeps sizes), got {kernel_size}")
-        for value, allowed, what in (
-            (pool, POOLS, "pool"),
-            (norm, NORMS, "norm"),
-            (global_pool, GLOBAL_POOLS, "global_pool"),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{what} must be one of {allowed}, got {value!r}")
+        check_choice("pool", pool, POOLS)
+        check_choice("norm", norm, NORMS)
+        check_choice("global_pool", global_pool, GLOBAL_POOLS)
         if blocks_per_stage < 1:
             raise ValueError(f"blocks_per_stage must be >= 1, got {blocks_per_stage}")
 

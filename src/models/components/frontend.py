@@ -18,6 +18,7 @@ import torchaudio.functional as taf
 from torch import Tensor, nn
 
 from src.imaging.filters import filterbank, padded_window
+from src.utils.checks import check_choice
 
 MEL_INITS = ("mel", "random", "linear")
 LOGS = ("db", "log1p", None)
@@ -78,10 +79,8 @@ class STFTMelFrontend(nn.Module):
             )
         if n_mels < 1:
             raise ValueError(f"n_mels must be >= 1, got {n_mels}")
-        if mel_init not in MEL_INITS:
-            raise ValueError(f"mel_init must be one of {MEL_INITS}, got {mel_init!r}")
-        if log not in LOGS:
-            raise ValueError(f"log must be one of {LOGS}, got {log!r}")
+        check_choice("mel_init", mel_init, MEL_INITS)
+        check_choice("log", log, LOGS)
         f_max = float(f_max if f_max is not None else sample_rate / 2)
         if not 0.0 <= f_min < f_max <= sample_rate / 2:
             raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got {f_min}, {f_max}")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from src.utils.checks import check_choice, image_shape
+
 CELLS = ("lstm", "gru")
 POOLS = ("last", "mean", "attention")
 
@@ -57,13 +59,9 @@ class FrameRNN(nn.Module):
         norm_input: bool = False,
     ) -> None:
         super().__init__()
-        shape = tuple(int(v) for v in input_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {shape}")
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        shape = image_shape(input_shape)
+        check_choice("cell", cell, CELLS)
+        check_choice("pool", pool, POOLS)
         if hidden_size < 1 or num_layers < 1:
             raise ValueError("hidden_size and num_layers must be >= 1")
         if input_proj is not None and input_proj < 1:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from src.utils.checks import check_choice, image_shape
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -143,13 +144,9 @@ class SpectrogramViT(nn.Module):
         pad: bool = True,
     ) -> None:
         super().__init__()
-        shape = tuple(int(v) for v in input_shape)
-        if len(shape) != 3 or min(shape) < 1:
-            raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {shape}")
-        if pos_embed not in POS_EMBEDS:
-            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        shape = image_shape(input_shape)
+        check_choice("pos_embed", pos_embed, POS_EMBEDS)
+        check_choice("pool", pool, POOLS)
         if embed_dim < 1 or depth < 0 or num_heads < 1 or mlp_ratio <= 0:
             raise ValueError("embed_dim, num_heads and mlp_ratio must be positive, depth >= 0")
         if embed_dim % num_heads:
