@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.models.components.cnn import ConvNet
-from tests.helpers.models import MODEL_DIR, check_config_size
+from tests.helpers.models import MODEL_DIR, assert_size_ladder, check_config_size
 
 MODEL_CONFIGS = sorted(MODEL_DIR.glob("cnn_*.yaml"))
 
@@ -56,8 +56,8 @@ def test_convnet_rejects_bad_arguments(kwargs):
         ConvNet(**args)
 
 
-def test_at_least_three_cnn_sizes():
-    assert len(MODEL_CONFIGS) >= 3
+def test_three_cnn_sizes():
+    assert_size_ladder(MODEL_CONFIGS, at_least=3)
 
 
 @pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.stem)

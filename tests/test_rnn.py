@@ -7,9 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.data.vimh import VIMHDataset
 from src.models.components.rnn import AttentionPool, FrameRNN, frames
-from tests.helpers.models import MODEL_DIR, check_config_size, train_toy
-from tests.helpers.runs import QUIET, assert_beats_chance
+from tests.helpers.models import (
+    MODEL_DIR,
+    assert_size_ladder,
+    build_config,
+    check_config_size,
+    train_toy,
+)
+from tests.helpers.runs import QUIET, assert_beats_chance, assert_complete_metrics
 from tests.helpers.vimh import make_vimh
 
 RNN_CONFIGS = sorted([*MODEL_DIR.glob("lstm_*.yaml"), *MODEL_DIR.glob("gru_*.yaml")])
@@ -131,9 +138,10 @@ def test_rejects_bad_arguments(kwargs):
 
 
 # --- configs and training --------------------------------------------------------------------
-def test_lstm_and_gru_configs():
-    assert len([p for p in RNN_CONFIGS if p.stem.startswith("lstm_")]) >= 2
-    assert any(p.stem.startswith("gru_") for p in RNN_CONFIGS)
+def test_lstm_sizes_and_a_gru():
+    assert_size_ladder([p for p in RNN_CONFIGS if p.stem.startswith("lstm_")], at_least=2)
+    gru = [build_config(p) for p in RNN_CONFIGS if p.stem.startswith("gru_")]
+    assert gru and all(m.net.cell == "gru" for m in gru)
 
 
 @pytest.mark.parametrize("path", RNN_CONFIGS, ids=lambda p: p.stem)
@@ -152,7 +160,7 @@ def toy_rect(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", [p.stem for p in RNN_CONFIGS])
 def test_config_trains_fast_dev_run(compose_cfg, toy_rect, name):
     metrics = train_toy(compose_cfg, toy_rect, name, ["debug=fdr"])
-    assert torch.isfinite(torch.tensor(metrics["test/score"]))
+    assert_complete_metrics(metrics, VIMHDataset(toy_rect).params)
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from src.data.datamodule import VIMHDataModule
 from src.eval import evaluate
 from src.paths import CONFIG_DIR
 from src.train import train
-from tests.helpers.runs import QUIET, on
+from tests.helpers.runs import QUIET, assert_complete_metrics, on
 from tests.helpers.vimh import make_vimh
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -32,10 +33,10 @@ def test_nsmt_layout_trains_with_only_data_dir(compose_cfg, tmp_path, version, w
     cfg = compose_cfg("train", ["data=vimh", f"data.data_dir={root}", "debug=fdr"])
     metrics, objects = train(cfg)
     assert objects["datamodule"].val_carved
-    assert np.isfinite(float(metrics["test/score"]))
+    assert_complete_metrics(metrics, objects["datamodule"].heads)
 
 
-def test_short_run_beats_chance_and_eval_reproduces(compose_cfg, toy):
+def test_short_run_beats_chance_and_eval_reproduces(compose_cfg, toy, monkeypatch):
     cfg = compose_cfg(
         "train",
         [
@@ -63,7 +64,18 @@ def test_short_run_beats_chance_and_eval_reproduces(compose_cfg, toy):
         ],
         out="eval",
     )
-    emetrics, _ = evaluate(ecfg)
+    # Eval reads the checkpoint once and takes its statistics instead of computing its own.
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+
+    def no_stats(self):
+        raise AssertionError("eval computed normalisation statistics")
+
+    monkeypatch.setattr(VIMHDataModule, "_compute_stats", no_stats)
+    emetrics, eobjects = evaluate(ecfg)
+    assert len(loads) == 1
+    assert torch.equal(eobjects["datamodule"].mean, objects["datamodule"].mean)
     for key in ("test/score", "test/loss", "test/note_number/acc", "test/note_velocity/mae"):
         assert float(emetrics[key]) == pytest.approx(float(metrics[key]), abs=1e-6), key
     out = Path(ecfg.paths.output_dir)
@@ -145,7 +157,7 @@ def test_ddp_sim(compose_cfg, toy):
     )
     metrics, objects = train(cfg)
     assert objects["trainer"].world_size == 2
-    assert np.isfinite(float(metrics["test/score"]))
+    assert_complete_metrics(metrics, objects["datamodule"].heads)
 
 
 def test_short_run_on_generated_synth_data(compose_cfg):

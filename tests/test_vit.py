@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from src.data.vimh import VIMHDataset
 from src.models.components.vit import SpectrogramViT, grid_size, sincos_2d
-from tests.helpers.models import MODEL_DIR, check_config_size, train_toy
-from tests.helpers.runs import QUIET, assert_beats_chance
+from tests.helpers.models import MODEL_DIR, assert_size_ladder, check_config_size, train_toy
+from tests.helpers.runs import QUIET, assert_beats_chance, assert_complete_metrics
 from tests.helpers.vimh import make_vimh
 
 VIT_CONFIGS = sorted(MODEL_DIR.glob("vit_*.yaml"))
@@ -171,8 +172,8 @@ def test_rejects_bad_arguments(kwargs):
 
 
 # --- configs and training --------------------------------------------------------------------
-def test_at_least_three_vit_sizes():
-    assert len(VIT_CONFIGS) >= 3
+def test_three_vit_sizes():
+    assert_size_ladder(VIT_CONFIGS, at_least=3)
 
 
 @pytest.mark.parametrize("path", VIT_CONFIGS, ids=lambda p: p.stem)
@@ -191,7 +192,7 @@ def toy16(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", [p.stem for p in VIT_CONFIGS])
 def test_config_trains_fast_dev_run(compose_cfg, toy16, name):
     metrics = train_toy(compose_cfg, toy16, name, ["debug=fdr"])
-    assert torch.isfinite(torch.tensor(metrics["test/score"]))
+    assert_complete_metrics(metrics, VIMHDataset(toy16).params)
 
 
 def test_vit_learns(compose_cfg, toy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -62,3 +63,11 @@ def train_toy(compose_cfg, data_dir: Path, model: str, overrides: list[str]) -> 
     cfg = compose_cfg("train", [*on(data_dir), f"model={model}", *overrides])
     metrics, _ = train(cfg)
     return {k: float(v) for k, v in metrics.items()}
+
+
+def assert_size_ladder(paths: list[Path], at_least: int) -> None:
+    """A family offers `at_least` sizes, each measured at >= 1.5x the parameters of the last."""
+    totals = sorted(build_config(p).param_counts["total"] for p in paths)
+    assert len(totals) >= at_least, [p.stem for p in paths]
+    for small, big in itertools.pairwise(totals):
+        assert big >= 1.5 * small, f"sizes too close: {totals}"

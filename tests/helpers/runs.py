@@ -36,3 +36,17 @@ def raises_user_error(kind: type, match: str):
     err = user_error(info.value)
     assert isinstance(err, kind), f"expected {kind.__name__}, got {info.value!r}"
     assert re.search(match, str(err)), f"{match!r} not in {err}"
+
+
+def assert_complete_metrics(metrics: dict, specs, stage: str = "test") -> None:
+    """Every head has accuracy and MAE, and the logged score is their documented mean."""
+    import math
+
+    scores = []
+    for spec in specs:
+        acc = float(metrics[f"{stage}/{spec.name}/acc"])
+        mae = float(metrics[f"{stage}/{spec.name}/mae"])
+        assert 0.0 <= acc <= 1.0 and 0.0 <= mae <= spec.span, (spec.name, acc, mae)
+        scores.append(1.0 - mae / spec.span)
+    assert math.isfinite(float(metrics[f"{stage}/loss"]))
+    assert abs(float(metrics[f"{stage}/score"]) - sum(scores) / len(scores)) < 1e-5

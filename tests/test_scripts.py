@@ -1,0 +1,31 @@
+"""The tools in scripts/ run on this checkout (the ones that are fast enough for a test)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from src.paths import PROJECT_ROOT
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_count_params_counts_every_config_image_and_waveform(capsys):
+    assert load_script("count_params").main([]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line[-1:].isdigit()]
+    rows = {line.split()[0]: line for line in lines}
+    models = sorted(p.name for p in (PROJECT_ROOT / "configs" / "model").glob("*.yaml"))
+    assert sorted(k for k in rows if k.endswith(".yaml")) == models
+    assert "80,937" in rows["stft_bcresnet_81k.yaml"] and "10,071" in rows["cnn_10k.yaml"]
+
+
+def test_scripts_do_not_import_tests_or_patch_sys_path():
+    for path in (PROJECT_ROOT / "scripts").glob("*.py"):
+        text = path.read_text()
+        assert "from tests" not in text and "import tests" not in text, path.name
+        assert "sys.path" not in text and 'PROJECT_ROOT"' not in text, path.name
