@@ -27,7 +27,7 @@ from src.models.tasks import module_from_checkpoint, read_checkpoint
 SPECS = (
     ParamSpec("pitch", 45, 69, 3, unit="midi"),  # 9 classes
     ParamSpec("level", -21, 0, 3, unit="dB"),  # 8 classes
-    ParamSpec("cutoff", 100, 6400, 700, scale="log", unit="Hz"),  # 10 classes, log scale
+    ParamSpec("cutoff", 100, 6400, 0.5, scale="log", unit="Hz"),  # 13 half-octave classes
 )
 NET = {"_target_": "src.models.components.cnn.ConvNet", "channels": [8, 16]}
 CODES = np.arange(256)
@@ -149,19 +149,33 @@ def test_each_mode_learns(mode):
 
 
 # --- metrics ----------------------------------------------------------------------------------
-def test_score_aggregates_all_heads():
-    module = make_module()
+def test_score_is_the_mean_skill_over_heads():
+    module = make_module(train_means={"pitch": 57.0, "level": -10.0, "cutoff": 800.0})
+    true = {
+        "pitch": (torch.tensor([50.0, 60.0]), torch.tensor([1, 4])),
+        "level": (torch.tensor([-6.0, -12.0]), torch.tensor([5, 3])),
+        "cutoff": (torch.tensor([400.0, 1600.0]), torch.tensor([4, 8])),
+    }
+    pred = {
+        "pitch": (torch.tensor([50.0, 60.0]), torch.tensor([1, 4])),  # perfect
+        "level": (torch.tensor([-7.0, -12.0]), torch.tensor([4, 3])),  # MAE 0.5
+        "cutoff": (torch.tensor([800.0, 800.0]), torch.tensor([6, 6])),  # the train mean
+    }
     m = module.val_metrics
-    true = torch.tensor([50.0, 60.0])
-    for spec, err in zip(SPECS, (0.0, 2.1, 630.0)):
-        m.mae[spec.name].update(true + err, true)
-        m.acc[spec.name].update(torch.tensor([1, 2]), torch.tensor([1, 1]))
-    m.loss.update(torch.tensor(2.0), weight=2)
+    m.update(pred, true, torch.tensor(2.0))
     out = module.epoch_metrics("val")
-    expected = np.mean([1 - 0.0 / 24, 1 - 2.1 / 21, 1 - 630.0 / 6300])
-    assert out["val/score"].item() == pytest.approx(expected, rel=1e-6)
-    assert out["val/level/mae"].item() == pytest.approx(2.1, rel=1e-6)
-    assert out["val/acc_mean"].item() == pytest.approx(0.5)
+    # level: MAE 0.5 against the train-mean guess's (4 + 2) / 2 = 3
+    skills = [1.0, 1 - 0.5 / 3.0, 0.0]
+    assert out["val/pitch/skill"].item() == pytest.approx(1.0)
+    assert out["val/cutoff/skill"].item() == pytest.approx(0.0, abs=1e-6)
+    assert out["val/score"].item() == pytest.approx(np.mean(skills), rel=1e-6)
+    assert out["val/level/mae"].item() == pytest.approx(0.5)
+    assert out["val/pitch/mae_cents"].item() == pytest.approx(0.0)  # a MIDI head
+    assert "val/level/mae_cents" not in out
+    assert out["val/level/acc"].item() == pytest.approx(0.5)
+    assert out["val/level/acc_within1"].item() == pytest.approx(1.0)
+    assert out["val/cutoff/acc_within1"].item() == pytest.approx(0.0)
+    assert out["val/acc_mean"].item() == pytest.approx(np.mean([1.0, 0.5, 0.0]))
     assert out["val/loss"].item() == pytest.approx(2.0)
 
 
@@ -264,13 +278,17 @@ def test_fit_checkpoint_roundtrip_weights_only(tmp_path):
     assert {"train/loss", "train/loss_step", "train/score"} <= set(trainer.callback_metrics)
     assert {"val/pitch/acc", "val/level/mae", "val/acc_mean"} <= set(trainer.callback_metrics)
     results = trainer.test(module, loader, verbose=False)[0]
-    # The logged score is the mean over heads of 1 - MAE / range, recomputed here by hand.
+    # The logged score is the mean skill over heads, recomputed here by hand (no train means
+    # were given, so each range's midpoint is the reference guess).
     module.eval()
     with torch.no_grad():
         decoded, true = module.decode(module(x)), module.targets(codes)
-    by_hand = np.mean(
-        [1 - (decoded[s.name][0] - true[s.name][0]).abs().mean().item() / s.span for s in SPECS]
-    )
+
+    def skill(s):
+        mae = (decoded[s.name][0] - true[s.name][0]).abs().mean().item()
+        return 1 - mae / (true[s.name][0] - 0.5 * (s.min + s.max)).abs().mean().item()
+
+    by_hand = np.mean([skill(s) for s in SPECS])
     assert results["test/score"] == pytest.approx(by_hand, abs=1e-5)
 
     raw = torch.load(ckpt_cb.last_model_path, weights_only=True)

@@ -16,7 +16,7 @@ from src.data.vimh import (
     dataset_folder_name,
     parse_folder_name,
 )
-from tests.helpers.handmade import PARAMS, write_handmade
+from tests.helpers.handmade import PARAMS, nsmt_info, write_handmade
 
 
 @pytest.mark.parametrize("version", ["2.0", "2.1"])
@@ -235,3 +235,25 @@ def test_open_does_not_scale_with_python_per_record(tmp_path):
     ds = VIMHDataset(root)
     assert isinstance(ds["train"].records, np.memmap)
     assert os.path.getsize(root / "train") == n * (15 + 4 + 64)
+
+
+def test_nsmt_step_that_does_not_divide_the_range_counts_as_nsmt(tmp_path, caplog):
+    """NSMT's own datasets use e.g. velocity 100-127 step 5: K = round(27 / 5) + 1 = 6 classes,
+    class = clamp(round((v - 100) / 5), 0, 5); accepted with one warning naming the parameter."""
+    info = nsmt_info()
+    info["parameter_names"] = ["pitch", "velocity"]
+    info["parameter_mappings"] = {
+        "pitch": {"min": 48, "max": 72, "step": 3, "description": "note"},
+        "velocity": {"min": 100, "max": 127, "step": 5, "description": "MIDI velocity"},
+    }
+    root = write_handmade(tmp_path / "d", info=info)
+    for _ in range(2):  # opened twice, warned once
+        ds = VIMHDataset(root)
+    vel = ds.params[1]
+    assert vel.num_classes == 6
+    # codes 255 (127), 36 (~103.8), 0 (100) -> classes 5 (clamped from round(5.4)), 1, 0
+    codes = np.array([255, 36, 0])
+    assert vel.class_index(vel.decode(codes)).tolist() == [5, 1, 0]
+    assert vel.class_value(np.arange(6)).tolist() == [100, 105, 110, 115, 120, 125]
+    warnings = [r for r in caplog.records if "velocity" in r.getMessage()]
+    assert len(warnings) == 1 and "6 classes" in warnings[0].getMessage()

@@ -30,6 +30,20 @@ log = RankedLogger(__name__)
 REPRESENTATIONS = INPUT_KINDS
 
 
+def carve_val(
+    n: int, val_fraction: float, seed: int, where: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) record indices of a train file without a val file beside it."""
+    n_val = round(val_fraction * n)
+    if n_val < 1 or n_val >= n:
+        raise ConfigError(
+            f"{where}: no 'val' file, and data.val_fraction={val_fraction} of {n} train records "
+            f"gives {n_val} for validation; need 1..{n - 1}"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
 class VIMHDataModule(L.LightningDataModule):
     """Train/val/test batches of a VIMH dataset folder, ready for a multihead network.
 
@@ -112,6 +126,7 @@ class VIMHDataModule(L.LightningDataModule):
         self._masker = None if self.augment is None else spec_augment(self.augment)
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._loaders: dict[tuple, VIMHLoader] = {}
+        self._train_means: dict[str, float] | None = None
 
     # --- metadata, available at once -----------------------------------------------------------
     @property
@@ -133,7 +148,21 @@ class VIMHDataModule(L.LightningDataModule):
             input_shape=self.input_shape,
             sample_rate=None if sr is None else int(sr),
             heads=self.heads,
+            train_means=self.train_means(),
         )
+
+    def train_means(self) -> dict[str, float]:
+        """Each head's mean label (natural units) over the training records, read once from
+        the label bytes (no pixels)."""
+        if self._train_means is None:
+            ds = self.dataset or VIMHDataset(self.data_dir)
+            codes = ds["train"].codes
+            if "val" not in ds:
+                codes = codes[carve_val(len(codes), self.val_fraction, self.split_seed)[0]]
+            self._train_means = {
+                p.name: float(p.decode(codes[:, i]).mean()) for i, p in enumerate(self.heads)
+            }
+        return self._train_means
 
     @property
     def mean(self) -> torch.Tensor | None:
@@ -183,20 +212,13 @@ class VIMHDataModule(L.LightningDataModule):
             self.normalizer = Normalize(*self._compute_stats())
 
     def _carve_val(self, n: int) -> None:
-        n_val = round(self.val_fraction * n)
-        if n_val < 1 or n_val >= n:
-            raise ConfigError(
-                f"{self.data_dir}: no 'val' file, and data.val_fraction={self.val_fraction} of "
-                f"{n} train records gives {n_val} for validation; need 1..{n - 1}"
-            )
-        perm = np.random.default_rng(self.split_seed).permutation(n)
-        self.rows["val"] = np.sort(perm[:n_val])
-        self.rows["train"] = np.sort(perm[n_val:])
+        train, val = carve_val(n, self.val_fraction, self.split_seed, where=self.data_dir)
+        self.rows.update(train=train, val=val)
         self.val_carved = True
         log.info(
-            f"{self.data_dir.name}: no 'val' file; validation = {n_val} of {n} train records "
+            f"{self.data_dir.name}: no 'val' file; validation = {len(val)} of {n} train records "
             f"(val_fraction={self.val_fraction}, split_seed={self.split_seed}), "
-            f"training on the other {n - n_val}; test untouched"
+            f"training on the other {len(train)}; test untouched"
         )
 
     def num_records(self, split: str) -> int:

@@ -16,12 +16,14 @@ INPUT_KINDS = ("image", "audio")
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Input kind and shape ((C, H, W) images or (1, T) waveforms), sample rate, label heads."""
+    """Input kind and shape ((C, H, W) images or (1, T) waveforms), sample rate, label heads,
+    and each head's mean label over the training records (the skill score's reference)."""
 
     input_kind: str
     input_shape: tuple[int, ...]
     sample_rate: int | None
     heads: tuple[ParamSpec, ...]
+    train_means: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.input_kind not in INPUT_KINDS:
@@ -34,4 +36,5 @@ class DataSpec:
             "input_shape": list(self.input_shape),
             "input_kind": self.input_kind,
             "sample_rate": self.sample_rate,
+            "train_means": None if self.train_means is None else dict(self.train_means),
         }

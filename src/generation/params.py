@@ -1,8 +1,9 @@
 """Synth parameter configs -> label specs, and seeded, exact label sampling.
 
 A parameter config entry reads `{min, max, step, scale, default, sampling, unit, description}`.
-`sampling` is `grid` (uniform over the step classes), `continuous` (uniform, or log-uniform for
-log scale, over the 256 code levels) or `fixed` (always `default`). A parameter with
+`sampling` is `grid` (uniform over the step classes), `continuous` (uniform over the 256 code
+levels, which are spaced evenly along the parameter's axis: log-uniform for `scale: log`) or
+`fixed` (always `default`). A parameter with
 `min == max` is fixed too. Fixed parameters are not labels: they go to `fixed_parameters`.
 
 Labels are exact: a record's audio is rendered from the value its 8-bit code decodes to, so
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.data.vimh.format import ParamSpec
+from src.data.vimh.format import CODE_LEVELS, ParamSpec
 from src.errors import ConfigError
 
 SAMPLING = ("grid", "continuous", "fixed")
@@ -64,6 +65,7 @@ def parse_params(params: Mapping[str, Mapping]) -> list[SynthParam]:
             raise ConfigError(f"{where}: {e}") from e
         if sampling != "fixed":
             try:
+                spec.check_step_divides()
                 spec.check_codes_exact()
             except ValueError as e:
                 raise ConfigError(f"{where}: {e}") from e
@@ -87,8 +89,8 @@ def sample_codes(params: list[SynthParam], n: int, rng: np.random.Generator) -> 
     for i, p in enumerate(varying):
         if p.sampling == "grid":
             codes[:, i] = p.spec.class_code(rng.integers(0, p.spec.num_classes, n))
-        else:
-            codes[:, i] = p.spec.encode(p.spec.from_unit(rng.random(n)))
+        else:  # every code equally likely: uniform along the axis (log-uniform for log scale)
+            codes[:, i] = rng.integers(0, CODE_LEVELS + 1, n, dtype=np.uint8)
     return codes
 
 

@@ -12,7 +12,7 @@ Modes (`MODES`):
   K-1 logits for P(y > k), trained with binary cross-entropy (summed over thresholds);
   the predicted class is the number of thresholds whose probability exceeds 0.5.
 - ``regression``: one output trained with MSE against ``ParamSpec.to_unit(value)`` (so log
-  scales are regressed in log space); decoded with ``from_unit`` after clamping to [0, 1].
+  scales are regressed in log space); decoded like ``from_unit`` after clamping to [0, 1].
 - ``soft``: K logits, KL divergence to a Gaussian over classes (width ``soft_sigma``
   classes) centred on the true class, so near misses cost less than far ones. (KL equals the
   soft cross-entropy minus the target entropy: same gradients, but 0 at a perfect fit.) Decoded by
@@ -24,8 +24,6 @@ record of it; its class is ``class_index`` of that value.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -188,16 +186,13 @@ class RegressionHead(Head):
     def loss(self, output: Tensor, codes: Tensor) -> Tensor:
         return F.mse_loss(output.float().squeeze(1), self.code_units[codes])
 
-    def from_unit(self, u: Tensor) -> Tensor:
-        """Torch twin of ParamSpec.from_unit (float32, on the head's device)."""
-        s = self.spec
-        if s.scale == "log":
-            return s.min * torch.exp(u * math.log(s.max / s.min))
-        return s.min + u * s.span
-
     def decode(self, output: Tensor) -> tuple[Tensor, Tensor]:
-        values = self.from_unit(output.float().squeeze(1).clamp(0.0, 1.0))
-        classes = torch.round((values - self.spec.min) / self.spec.step).long()
+        """Unit output -> position along the parameter's axis -> value and nearest class (torch
+        twins of ParamSpec.from_unit and class_index)."""
+        s = self.spec
+        position = output.float().squeeze(1).clamp(0.0, 1.0) * s.extent
+        values = s.min * torch.exp2(position) if s.scale == "log" else s.min + position
+        classes = torch.round(position / s.step).long()
         return values, classes.clamp(0, self.num_classes - 1)
 
 

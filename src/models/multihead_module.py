@@ -18,14 +18,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from src.data.spec import INPUT_KINDS
 from src.data.vimh.format import ParamSpec
 from src.errors import ConfigError
 from src.metrics import metric_key
-from src.models.heads import Head, build_head, resolve_head_modes
+from src.metrics.estimation import EstimationMetrics
+from src.models.heads import build_head, resolve_head_modes
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -89,35 +88,14 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-class StageMetrics(nn.Module):
-    """Accuracy and MAE per head plus the mean loss, for one stage (train/val/test).
-
-    Argument validation is off so updates never read values back to the host (no syncs).
-    """
-
-    def __init__(self, heads: Mapping[str, Head]) -> None:
-        super().__init__()
-        self.acc = nn.ModuleDict(
-            {
-                n: MulticlassAccuracy(h.num_classes, average="micro", validate_args=False)
-                for n, h in heads.items()
-            }
-        )
-        self.mae = nn.ModuleDict({n: MeanAbsoluteError() for n in heads})
-        self.loss = MeanMetric(nan_strategy="disable")
-
-    def reset(self) -> None:
-        for m in [*self.acc.values(), *self.mae.values(), self.loss]:
-            m.reset()
-
-
 class MultiheadModule(L.LightningModule):
     """Backbone + one head per VIMH parameter, each in its own target mode.
 
-    Batches are `(x, codes)`: x float32 (B, C, H, W), codes int64 (B, P) raw 8-bit labels,
-    column p for head p. Logged per stage: `{stage}/{head}/acc`, `{stage}/{head}/mae`
-    (natural units), `{stage}/loss` (sum of head losses), `{stage}/acc_mean` and
-    `{stage}/score` = mean over heads of 1 - MAE / (max - min), the checkpoint metric.
+    Batches are `(x, codes)`: x float32 (B, C, H, W) (or waveforms), codes int64 (B, P) raw
+    8-bit labels, column p for head p. Logged per stage (src/metrics/estimation.py): per head
+    `acc`, `acc_within1`, `mae` (natural units; `mae_cents` for MIDI notes) and `skill` against
+    the train-mean predictor (`train_means`, from the data); `{stage}/loss` (sum of head
+    losses), `{stage}/acc_mean` and `{stage}/score` = mean skill, the checkpoint metric.
     """
 
     def __init__(
@@ -127,6 +105,7 @@ class MultiheadModule(L.LightningModule):
         input_shape: list[int],
         input_kind: str | None = None,
         sample_rate: int | None = None,
+        train_means: dict | None = None,
         head_modes: str | dict = "classification",
         label_smoothing: float = 0.0,
         soft_sigma: float = 1.0,
@@ -158,6 +137,7 @@ class MultiheadModule(L.LightningModule):
                 "input_shape": input_shape,
                 "input_kind": input_kind,
                 "sample_rate": None if sample_rate is None else int(sample_rate),
+                "train_means": None if train_means is None else dict(_plain(train_means)),
                 "head_modes": head_modes,
                 "label_smoothing": float(label_smoothing),
                 "soft_sigma": float(soft_sigma),
@@ -184,9 +164,10 @@ class MultiheadModule(L.LightningModule):
             }
         )
         # Attribute names, not ModuleDict keys: "train" is an nn.Module method name.
-        self.train_metrics = StageMetrics(self.heads)
-        self.val_metrics = StageMetrics(self.heads)
-        self.test_metrics = StageMetrics(self.heads)
+        means = self.hparams.train_means
+        self.train_metrics = EstimationMetrics(self.specs, means)
+        self.val_metrics = EstimationMetrics(self.specs, means)
+        self.test_metrics = EstimationMetrics(self.specs, means)
 
         n_net, n_heads = count_parameters(self.net), count_parameters(self.heads)
         self.param_counts = {"backbone": n_net, "heads": n_heads, "total": n_net + n_heads}
@@ -247,7 +228,7 @@ class MultiheadModule(L.LightningModule):
         loss = torch.stack(list(self.head_losses(outputs, codes).values())).sum()
         return loss, outputs
 
-    def _metrics(self, stage: str) -> StageMetrics:
+    def _metrics(self, stage: str) -> EstimationMetrics:
         return getattr(self, f"{stage}_metrics")
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
@@ -255,11 +236,7 @@ class MultiheadModule(L.LightningModule):
         loss, outputs = self.compute_loss(x, codes)
         metrics = self._metrics(stage)
         with torch.no_grad():
-            true = self.targets(codes)
-            for name, (values, classes) in self.decode(outputs).items():
-                metrics.acc[name].update(classes, true[name][1])
-                metrics.mae[name].update(values, true[name][0])
-            metrics.loss.update(loss.detach(), weight=x.shape[0])
+            metrics.update(self.decode(outputs), self.targets(codes), loss)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -278,24 +255,11 @@ class MultiheadModule(L.LightningModule):
 
     def epoch_metrics(self, stage: str) -> dict[str, Tensor]:
         """Compute (synced across processes by torchmetrics) this stage's epoch metrics."""
-        m = self._metrics(stage)
-        out: dict[str, Tensor] = {}
-        scores, accs = [], []
-        for spec in self.specs:
-            acc = m.acc[spec.name].compute()
-            mae = m.mae[spec.name].compute()
-            out[metric_key(stage, "acc", spec.name)] = acc
-            out[metric_key(stage, "mae", spec.name)] = mae
-            accs.append(acc)
-            scores.append(1.0 - mae / spec.span)
-        out[metric_key(stage, "acc_mean")] = torch.stack(accs).mean()
-        out[metric_key(stage, "score")] = torch.stack(scores).mean()
-        out[metric_key(stage, "loss")] = m.loss.compute()
-        return out
+        return self._metrics(stage).compute(stage)
 
     def _epoch_end(self, stage: str) -> None:
         m = self._metrics(stage)
-        if m.loss.update_count == 0:  # e.g. an epoch with no batches
+        if not m.updated:  # e.g. an epoch with no batches
             return
         values = self.epoch_metrics(stage)
         main = {metric_key(stage, "score"), metric_key(stage, "loss")}

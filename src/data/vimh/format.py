@@ -38,9 +38,18 @@ class VIMHFormatError(DataError, ValueError):
 class ParamSpec:
     """One labelled parameter: its range, class grid and 8-bit code.
 
-    `min`, `max`, `step` are in natural units (as in the JSON `parameter_mappings`). The code
-    of a value is `floor(255 * (v - min) / (max - min))`, decoded as `min + q/255 * (max - min)`;
-    the class of a value is `round((v - min) / step)`.
+    `min`, `max` are in natural units (as in the JSON `parameter_mappings`). Everything else is
+    measured along the parameter's axis: its `position` is `v - min` for `scale: linear` (the
+    NSMT convention) and `log2(v / min)` (octaves above min) for `scale: log`, our addition for
+    quantities that span ratios (times, rates, frequencies). `step` is the class width along
+    that axis (natural units, or octaves). With `extent = position(max)`:
+
+    - code `q = floor(255 * position(v) / extent)`, decoded as the value at `q / 255 * extent`;
+    - `K = round(extent / step) + 1` classes, class `k = clamp(round(position(v) / step), 0,
+      K - 1)`, whose value is the one at `k * step`.
+
+    A step that does not divide the range is accepted and counted as NSMT does (the last class
+    is then narrower); our generator refuses such parameters (`check_step_divides`).
     """
 
     name: str
@@ -58,19 +67,11 @@ class ParamSpec:
         if self.scale not in SCALES:
             raise ValueError(f"{where}: scale must be one of {SCALES}, got {self.scale!r}")
         if self.max < self.min:
-            raise ValueError(f"{where}: max ({self.max}) is below min ({self.min})")
-        if self.fixed:
-            return
-        if self.step <= 0:
-            raise ValueError(f"{where}: a varying parameter needs step > 0, got {self.step}")
-        n_steps = (self.max - self.min) / self.step
-        if abs(n_steps - round(n_steps)) > 1e-6 * max(1.0, n_steps):
-            raise ValueError(
-                f"{where}: step {self.step} does not divide the range [{self.min}, {self.max}] "
-                f"((max - min) / step = {n_steps:.6g}, expected a whole number)"
-            )
+            raise ValueError(f"{where}: min ({self.min}) is above max ({self.max})")
         if self.scale == "log" and self.min <= 0:
             raise ValueError(f"{where}: log scale needs min > 0, got {self.min}")
+        if not self.fixed and self.step <= 0:
+            raise ValueError(f"{where}: a varying parameter needs step > 0, got {self.step}")
 
     @property
     def fixed(self) -> bool:
@@ -81,22 +82,56 @@ class ParamSpec:
         return self.max - self.min
 
     @property
+    def extent(self) -> float:
+        """The range along the axis: max - min, or log2(max / min) octaves."""
+        return math.log2(self.max / self.min) if self.scale == "log" else self.span
+
+    @property
     def num_classes(self) -> int:
-        return 1 if self.fixed else int(round(self.span / self.step)) + 1
+        return 1 if self.fixed else int(round(self.extent / self.step)) + 1
+
+    @property
+    def step_divides(self) -> bool:
+        n_steps = self.extent / self.step
+        return abs(n_steps - round(n_steps)) <= 1e-6 * max(1.0, n_steps)
+
+    def check_step_divides(self) -> None:
+        """Our datasets use steps that divide the range (every class as wide as the others)."""
+        if not self.fixed and not self.step_divides:
+            unit = " octaves" if self.scale == "log" else ""
+            raise ValueError(
+                f"parameter '{self.name}': step {self.step}{unit} does not divide the range "
+                f"[{self.min}, {self.max}] ({self.scale} axis: extent / step = "
+                f"{self.extent / self.step:.6g}, expected a whole number)"
+            )
+
+    # --- the axis --------------------------------------------------------------------------
+    def position(self, values: np.ndarray) -> np.ndarray:
+        """Natural values -> position along the axis (0 at min, `extent` at max)."""
+        v = np.asarray(values, dtype=np.float64)
+        if self.scale == "log":
+            return np.log2(v / self.min)
+        return v - self.min
+
+    def at_position(self, position: np.ndarray) -> np.ndarray:
+        """Position along the axis -> natural values (float64)."""
+        x = np.asarray(position, dtype=np.float64)
+        if self.scale == "log":
+            return self.min * np.exp2(x)
+        return self.min + x
 
     # --- 8-bit codes -------------------------------------------------------------------------
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Natural values -> uint8 codes (floor, as the format specifies)."""
-        v = np.asarray(values, dtype=np.float64)
         # The tiny epsilon keeps values computed as exact grid points from flooring one code
         # low because of binary rounding (e.g. 255 * 0.7 / 0.7 = 254.99999...).
-        q = np.floor(CODE_LEVELS * (v - self.min) / self.span + 1e-9)
+        q = np.floor(CODE_LEVELS * self.position(values) / self.extent + 1e-9)
         return np.clip(q, 0, CODE_LEVELS).astype(np.uint8)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """uint8 codes -> natural values (float64)."""
         q = np.asarray(codes, dtype=np.float64)
-        return self.min + q / CODE_LEVELS * self.span
+        return self.at_position(q / CODE_LEVELS * self.extent)
 
     def class_code(self, classes: np.ndarray) -> np.ndarray:
         """Class indices -> codes, in exact integer arithmetic (grid sampling uses this)."""
@@ -105,13 +140,12 @@ class ParamSpec:
 
     def class_index(self, values: np.ndarray) -> np.ndarray:
         """Natural values -> class indices 0..K-1."""
-        v = np.asarray(values, dtype=np.float64)
-        k = np.rint((v - self.min) / self.step).astype(np.int64)
+        k = np.rint(self.position(values) / self.step).astype(np.int64)
         return np.clip(k, 0, self.num_classes - 1)
 
     def class_value(self, classes: np.ndarray) -> np.ndarray:
         """Class indices -> the grid value of each class."""
-        return self.min + np.asarray(classes, dtype=np.float64) * self.step
+        return self.at_position(np.asarray(classes, dtype=np.float64) * self.step)
 
     def check_codes_exact(self) -> None:
         """Every class must survive code -> value -> class, or grid labels would be wrong."""
@@ -127,17 +161,11 @@ class ParamSpec:
 
     # --- unit interval, for regression targets ---------------------------------------------
     def to_unit(self, values: np.ndarray) -> np.ndarray:
-        """Natural values -> [0, 1], linearly or logarithmically by `scale`."""
-        v = np.asarray(values, dtype=np.float64)
-        if self.scale == "log":
-            return np.log(v / self.min) / math.log(self.max / self.min)
-        return (v - self.min) / self.span
+        """Natural values -> [0, 1] along the axis (linear, or logarithmic for `scale: log`)."""
+        return self.position(values) / self.extent
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
-        u = np.asarray(u, dtype=np.float64)
-        if self.scale == "log":
-            return self.min * (self.max / self.min) ** u
-        return self.min + u * self.span
+        return self.at_position(np.asarray(u, dtype=np.float64) * self.extent)
 
     def mapping(self) -> dict:
         """The JSON `parameter_mappings` entry (NSMT keys plus our `scale` and `unit`)."""

@@ -31,6 +31,15 @@ from src.errors import DatasetNotFoundError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    """A dataset is opened several times per run; say each thing about it once."""
+    key = (str(path.resolve()), message)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,13 @@ def read_info(path: str | Path) -> VIMHInfo:
         if spec.fixed:
             raise VIMHFormatError(
                 f"{path}: parameter '{name}' is listed as varying but has min == max"
+            )
+        if not spec.step_divides:
+            _warn_once(
+                path,
+                f"{path}: parameter '{name}': step {spec.step} does not divide [{spec.min}, "
+                f"{spec.max}]; counting it as NSMT does: {spec.num_classes} classes, the last "
+                f"one holding values up to max",
             )
         params.append(spec)
     version = info.get("version")
