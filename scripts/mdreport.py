@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
+import statistics
 import tempfile
 from pathlib import Path
 
-import torch
+from src.metrics import metric_key
+from src.utils.machine import machine_line
 
-
-def machine_line() -> str:
-    """The machine a figure was measured on, in words."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
-    )
+__all__ = ["machine_line", "markdown_table", "results_table", "spread", "update_section"]
 
 
 def update_section(path: str | Path, name: str, body: str) -> None:
@@ -43,3 +29,39 @@ def update_section(path: str | Path, name: str, body: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """mean ± std (sample std over runs), or the value alone for one run."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return format(mean, fmt)
+    return f"{format(mean, fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def results_table(
+    heads: list[str], entries: list[tuple[str, list[dict], dict[str, str]]], stage: str = "test"
+) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of a results table: one row per predictor (a baseline or a model),
+    its score and each head's accuracy and MAE, as mean ± std over its runs (metric dicts).
+    `entries` = [(name, runs, extra cells by column name)]; extra columns come after the name."""
+    extra = [c for _, _, cells in entries for c in cells]
+    extra = list(dict.fromkeys(extra))
+    cols = ["predictor", *extra, "score", *(f"{h} {k}" for h in heads for k in ("acc", "MAE"))]
+    rows = []
+    for name, runs, cells in entries:
+        row = [name, *(cells.get(c, "-") for c in extra)]
+        row.append(spread([r[metric_key(stage, "score")] for r in runs], ".3f"))
+        for h in heads:
+            row.append(spread([r[metric_key(stage, "acc", h)] for r in runs], ".3f"))
+            row.append(spread([r[metric_key(stage, "mae", h)] for r in runs], ".3g"))
+        rows.append(row)
+    return cols, rows
+
+
+def markdown_table(cols: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(cols) + " |",
+        "|---|" + "---:|" * (len(cols) - 1),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]

@@ -46,8 +46,10 @@ def generate_dataset(cfg: DictConfig) -> Path:
     idc = cfg.identifiability
     ident = None
     if idc.enabled:
-        ident = identifiability(renderer, seed, int(idc.base_points), float(idc.threshold))
-        report_identifiability(ident, float(idc.threshold))
+        ident = identifiability(
+            renderer, seed, int(idc.base_points), float(idc.min_z), int(idc.probe_records)
+        )
+        report_identifiability(ident)
     batch = int(ds.batch_size)
     imager = renderer.imager
     started = time.perf_counter()
@@ -104,8 +106,8 @@ def generate_dataset(cfg: DictConfig) -> Path:
                     if k not in NOT_RECIPE
                 },
                 "nuisance": {
-                    "noise_db": renderer.noise_db,
-                    "note": "random start phase per note, white noise at noise_db re full scale",
+                    **renderer.nuisance.describe(),
+                    "note": "unlabelled, drawn per record; plus each synth's random start phases",
                 },
                 "audio": {
                     "stored": store_audio,

@@ -53,7 +53,7 @@ def test_dataset_reads_back_and_labels_are_exact(tmp_path):
     assert {k: len(ds[k]) for k in ds.splits} == {"train": 76, "val": 10, "test": 10}
     assert info["fixed_parameters"]["attack"]["value"] == 0.005
     assert info["seed"] == 42 and info["synth_config"]["module"]["_target_"]
-    assert all(row["learnable"] for row in info["identifiability"])
+    assert [row["parameter"] for row in info["identifiability"]] == ["pitch", "level", "decay"]
     # Grid sampling: every decoded value is (within code resolution) a grid value.
     for j, p in enumerate(ds.params):
         v = ds["train"].values()[:, j]
@@ -80,24 +80,70 @@ def test_refuses_to_overwrite(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporary folders left
 
 
-def test_identifiability_flags_a_parameter_without_effect(tmp_path, caplog):
+def test_identifiability_flags_fully_and_partly_unlearnable_labels(tmp_path, caplog):
     # FM with the modulation index fixed at 0 is a plain sine: the ratio changes nothing.
-    cfg = gen_cfg(
+    silent = gen_cfg(
         tmp_path,
         "synth=fm",
         "synth.params.index.min=0",
         "synth.params.index.max=0",
         "synth.params.index.default=0",
         "synth.params.pitch.step=6",
+        "identifiability.probe_records=0",
     )
-    rows = {r["parameter"]: r for r in identifiability(build_renderer(cfg), seed=0, base_points=3)}
-    assert rows["pitch"]["learnable"]
-    assert not rows["ratio"]["learnable"]
-    assert rows["ratio"]["step_effect"] <= rows["ratio"]["nuisance"] + 0.1
-    root = generate_dataset(cfg)
+    rows = {r["parameter"]: r for r in identifiability(build_renderer(silent), 0, base_points=4)}
+    assert rows["pitch"]["verdict"] == "learnable" and rows["pitch"]["worst_d"] > 3
+    assert rows["ratio"]["verdict"] == "not learnable" and rows["ratio"]["hidden_steps"] == 1.0
+    assert rows["ratio"]["worst_d"] == 0.0  # same draws, no effect: identical images
+    root = generate_dataset(silent)
     info = json.loads((root / INFO_FILENAME).read_text())
     assert [r["learnable"] for r in info["identifiability"]] == [True, False]
-    assert "LABEL NOT LEARNABLE: moving 'ratio'" in caplog.text
+    assert "LABEL NOT LEARNABLE: 'ratio'" in caplog.text
+    # With index 0 one class in eight, ratio is hidden exactly where the index is 0: an
+    # average over base points would call it learnable; the fractions say what it is.
+    partly = gen_cfg(
+        tmp_path,
+        "synth=fm",
+        "synth.params.index.min=0",
+        "synth.params.index.max=7",
+        "synth.params.pitch.step=6",
+        "identifiability.base_points=16",
+    )
+    rows = {r["parameter"]: r for r in identifiability(build_renderer(partly), 0, base_points=16)}
+    ratio = rows["ratio"]
+    assert ratio["verdict"].startswith("partly unlearnable") and ratio["median_d"] > 3
+    assert 0.0 < ratio["hidden_base_points"] < 0.5
+    assert ratio["hidden_steps"] == pytest.approx(ratio["hidden_base_points"], abs=0.02)
+
+
+def test_identifiability_probe_reports_nn_and_linear_accuracy(tmp_path):
+    cfg = gen_cfg(tmp_path)
+    rows = identifiability(build_renderer(cfg), 0, base_points=2, probe_records=400)
+    for r in rows:
+        assert r["probe_chance"] == pytest.approx(1 / r["classes"], abs=1e-4)
+        assert 0.0 <= r["probe_nn"] <= 1.0 and 0.0 <= r["probe_linear"] <= 1.0
+    pitch = next(r for r in rows if r["parameter"] == "pitch")
+    assert pitch["probe_linear"] > 3 * pitch["probe_chance"]  # pitch is easy from pixels
+
+
+def test_log_scale_continuous_labels_spread_in_log_space(tmp_path):
+    """Every code equally likely, codes spaced in octaves: a 20 Hz-20 kHz parameter puts about
+    1/256 of its records at the lowest code (linear codes put 23% there) and half of them
+    below the geometric mean, and every octave class is populated."""
+    from src.generation.params import parse_params, sample_codes
+
+    (p,) = parse_params(
+        {"f": {"min": 20, "max": 20480, "step": 1, "scale": "log", "sampling": "continuous"}}
+    )
+    codes = sample_codes([p], 200_000, np.random.default_rng(0))[:, 0]
+    assert (codes == 0).mean() == pytest.approx(1 / 256, abs=0.002)
+    counts = np.bincount(codes, minlength=256) / len(codes)
+    assert counts.max() < 2 / 256 and counts.min() > 0.5 / 256
+    values = p.spec.decode(codes)
+    assert (values < np.sqrt(20 * 20480)).mean() == pytest.approx(0.5, abs=0.01)
+    assert p.spec.num_classes == 11  # 20, 40, ..., 20480 Hz: 10 steps of an octave
+    classes = p.spec.class_index(values)
+    assert np.bincount(classes).min() > 0.04 * len(values)  # every octave class populated
 
 
 def test_config_errors_are_clear(tmp_path):

@@ -10,10 +10,13 @@ import lightning as L
 import torch
 from lightning_utilities.core.rank_zero import rank_zero_only
 
+from src.utils.machine import machine_line
+
 
 class TrainingSpeed(L.Callback):
     """Time every training epoch (records/s, from its first batch to its end) and note when
-    the very first training step started, as Unix time, in `<output_dir>/speed.json`.
+    the very first training step started, as Unix time, in `<output_dir>/speed.json`, with the
+    machine that ran it.
 
     Timing starts at the first batch of each epoch, so the per-epoch figure is the steady
     training rate (loading included), not the set-up before it; `skip_batches` more are left
@@ -63,6 +66,9 @@ class TrainingSpeed(L.Callback):
     def _write(self, trainer: L.Trainer) -> None:
         path = Path(trainer.default_root_dir) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps({"first_step_time": self.first_step_time, "epochs": self.epochs}, indent=2)
-        )
+        record = {
+            "machine": machine_line(),
+            "first_step_time": self.first_step_time,
+            "epochs": self.epochs,
+        }
+        path.write_text(json.dumps(record, indent=2))

@@ -109,7 +109,7 @@ class VIMHDataModule(L.LightningDataModule):
         self.in_memory = in_memory
         self.val_fraction = val_fraction
         self.split_seed = split_seed
-        self.shuffle_seed = shuffle_seed
+        self.shuffle_seed = int(shuffle_seed or 0)  # a null run seed orders as seed 0
         self.max_memory_gb = max_memory_gb
         self.representation = representation
         self.drop_last = drop_last

@@ -24,10 +24,10 @@ from src.utils.config import compose_config
 
 # Bump when a change to the synths, the imager or the sampling changes the bytes a recipe
 # makes: the digest (and so the folder name) changes with it, and stale data is not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Dataset keys that do not change the records (where they go, how fast, what is reported).
 NOT_RECIPE = ("out_dir", "name", "overwrite", "threads")
-RECIPE_KEYS = ("synth", "spectrogram", "dataset", "overrides")
+RECIPE_KEYS = ("synth", "spectrogram", "dataset", "nuisance", "overrides")
 
 
 def compose_generate(overrides: list[str]) -> DictConfig:
@@ -42,7 +42,8 @@ def recipe_config(recipe: Mapping, out_dir: str | Path | None = None) -> DictCon
     """The generation config a data config's `recipe` stands for.
 
     `recipe` = `{synth: <synth config>, spectrogram: <spectrogram config>, dataset: {<dataset
-    options>}, overrides: [<any other generate.yaml overrides>]}`, every key optional.
+    options>}, nuisance: {<nuisance options>}, overrides: [<any other generate.yaml
+    overrides>]}`, every key optional.
     """
     recipe = (
         OmegaConf.to_container(recipe, resolve=True)
@@ -60,12 +61,13 @@ def recipe_config(recipe: Mapping, out_dir: str | Path | None = None) -> DictCon
     dataset = dict(recipe.get("dataset") or {})
     if out_dir is not None:
         dataset["out_dir"] = str(out_dir)
-    try:
-        cfg.dataset = OmegaConf.merge(cfg.dataset, dataset)
-    except ConfigKeyError as e:
-        raise ConfigError(
-            f"data.recipe.dataset: {e.msg.splitlines()[0]}; known options: {sorted(cfg.dataset)}"
-        ) from e
+    for key, changes in (("dataset", dataset), ("nuisance", recipe.get("nuisance") or {})):
+        try:
+            cfg[key] = OmegaConf.merge(cfg[key], changes)
+        except ConfigKeyError as e:
+            raise ConfigError(
+                f"data.recipe.{key}: {e.msg.splitlines()[0]}; known options: {sorted(cfg[key])}"
+            ) from e
     return cfg
 
 
@@ -87,6 +89,7 @@ def recipe_digest(cfg: DictConfig) -> str:
         "generator_version": GENERATOR_VERSION,
         "synth": OmegaConf.to_container(cfg.synth, resolve=True),
         "spectrogram": OmegaConf.to_container(cfg.spectrogram, resolve=True),
+        "nuisance": OmegaConf.to_container(cfg.nuisance, resolve=True),
         "dataset": {k: v for k, v in dataset.items() if k not in NOT_RECIPE},
     }
     text = json.dumps(_canonical(content), sort_keys=True, separators=(",", ":"))

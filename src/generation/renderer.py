@@ -17,53 +17,44 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError
+from src.generation.nuisance import Nuisance
 from src.generation.params import SynthParam, parse_params, values_from_codes
 from src.imaging import SpectrogramImager
+from src.synth.base import Randomness
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "identifiability": 3}
 
 
-NOISE_BANK = 1 << 18
-
-
-def noise_windows(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
-    """(B, T) unit-variance white noise: each row a random window of one shared Gaussian bank.
-
-    Drawing B*T normals dominated the cost of a batch; B windows of a 256k-sample bank give
-    every record its own noise realisation for the price of a gather.
-    """
-    b, t = shape
-    bank = torch.randn(NOISE_BANK + t, generator=generator)
-    start = torch.randint(0, NOISE_BANK, (b,), generator=generator)
-    return bank.unfold(0, t, 1)[start]
-
-
 @dataclass
 class Renderer:
-    """Codes -> audio -> images, with the nuisance (phase, noise floor) drawn from `generator`."""
+    """Codes -> audio -> images; all randomness (the synth's start phases, the nuisance) is
+    drawn from the batch's generator, in a fixed order."""
 
     synth: object
     imager: SpectrogramImager
     params: list[SynthParam]
     sample_rate: int
     n_samples: int
-    noise_db: float | None
+    nuisance: Nuisance
 
     @property
     def varying(self) -> list[SynthParam]:
         return [p for p in self.params if p.varying]
 
     def render(
-        self, codes: np.ndarray, generator: torch.Generator
+        self, codes: np.ndarray, generator: torch.Generator, groups: np.ndarray | None = None
     ) -> tuple[np.ndarray, torch.Tensor]:
+        """(B, P) codes -> (uint8 images, float32 audio). Records with equal `groups` entries
+        share every random draw (phases and nuisance)."""
         values = {
             k: torch.from_numpy(v.astype(np.float32))
             for k, v in values_from_codes(self.params, codes).items()
         }
-        audio = self.synth.render(values, self.sample_rate, self.n_samples, generator)
-        if self.noise_db is not None:
-            gain = 10 ** (self.noise_db / 20)
-            audio = audio.add_(noise_windows(audio.shape, generator), alpha=gain)
+        random = Randomness(generator, None if groups is None else torch.as_tensor(groups))
+        labelled = {p.spec.name for p in self.varying}
+        self.nuisance.adjust_values(values, labelled, random)
+        audio = self.synth.render(values, self.sample_rate, self.n_samples, random)
+        audio = self.nuisance.adjust_audio(audio, self.sample_rate, random)
         with torch.inference_mode():
             pixels = self.imager(audio)
         return pixels.numpy(), audio
@@ -122,5 +113,5 @@ def build_renderer(cfg: DictConfig) -> Renderer:
         params=params,
         sample_rate=int(ds.sample_rate),
         n_samples=n_samples,
-        noise_db=None if ds.noise_db is None else float(ds.noise_db),
+        nuisance=Nuisance.from_config(OmegaConf.to_container(cfg.nuisance, resolve=True)),
     )

@@ -14,6 +14,7 @@ import torch
 
 __all__ = [
     "Notes",
+    "Randomness",
     "Synth",
     "apply_attack_",
     "block_phase",
@@ -21,7 +22,6 @@ __all__ = [
     "decay_envelope_",
     "envelope_factors",
     "midi_to_hz",
-    "random_phase",
     "soft_limit_",
 ]
 
@@ -32,22 +32,44 @@ _MIN_LOG_GAIN = -30.0
 
 
 @dataclass(frozen=True)
+class Randomness:
+    """Where a batch's per-record randomness comes from: a generator and, optionally, which
+    records share one draw (`groups[b]` = the draw record b uses). Identifiability sweeps share
+    draws across a parameter's classes, so their differences are the label's alone."""
+
+    generator: torch.Generator
+    groups: torch.Tensor | None = None
+
+    def rand(self, batch: int, *tail: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(batch, *tail) uniform [0, 1) draws, one per record (or per group)."""
+        n = batch if self.groups is None else int(self.groups.max()) + 1
+        dev = self.generator.device
+        x = torch.rand(n, *tail, generator=self.generator, dtype=dtype, device=dev)
+        return x if self.groups is None else x[self.groups]
+
+    def randint(self, high: int, batch: int) -> torch.Tensor:
+        n = batch if self.groups is None else int(self.groups.max()) + 1
+        x = torch.randint(0, high, (n,), generator=self.generator, device=self.generator.device)
+        return x if self.groups is None else x[self.groups]
+
+
+@dataclass(frozen=True)
 class Notes:
     """One checked batch to render: (B,) float64 parameters in natural units (``p``), the
-    output rate and length, and the generator that is the render's only randomness."""
+    output rate and length, and the render's only randomness."""
 
     p: dict[str, torch.Tensor]
     sample_rate: int
     n_samples: int
-    generator: torch.Generator
+    random: Randomness
 
     @property
     def batch(self) -> int:
         return next(iter(self.p.values())).shape[0]
 
     def start_phases(self, n: int = 1) -> torch.Tensor:
-        """(B, n) uniform start phases in cycles, float64, drawn from the generator."""
-        return random_phase(self.generator, self.batch, n)
+        """(B, n) uniform start phases in cycles, float64."""
+        return self.random.rand(self.batch, n, dtype=torch.float64)
 
 
 class Synth:
@@ -64,7 +86,7 @@ class Synth:
         values: dict[str, torch.Tensor],
         sample_rate: int,
         n_samples: int,
-        generator: torch.Generator,
+        generator: torch.Generator | Randomness,
     ) -> torch.Tensor:
         """Render float32 audio of shape (B, n_samples); ``generator`` is the only randomness.
 
@@ -72,6 +94,8 @@ class Synth:
         are checked here, once for all synths, then handed to ``_render`` as float64.
         """
         p = self._params(values, sample_rate, n_samples)
+        if isinstance(generator, torch.Generator):
+            generator = Randomness(generator)
         return self._render(Notes(p, int(sample_rate), int(n_samples), generator))
 
     def _render(self, notes: Notes) -> torch.Tensor:
@@ -123,11 +147,6 @@ def midi_to_hz(note: torch.Tensor) -> torch.Tensor:
 def db_to_amp(db: torch.Tensor) -> torch.Tensor:
     """Level in dB re full scale to a linear amplitude factor."""
     return torch.exp(db * _LN10_OVER_20)
-
-
-def random_phase(generator: torch.Generator, batch: int, n: int = 1) -> torch.Tensor:
-    """Uniform start phases in cycles, shape (batch, n), float64, drawn from ``generator``."""
-    return torch.rand(batch, n, generator=generator, dtype=torch.float64, device=generator.device)
 
 
 def block_phase(

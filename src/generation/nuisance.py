@@ -1,0 +1,120 @@
+"""Unlabelled per-record randomness: what makes two records with the same labels differ.
+
+A model must learn the labels through these, as it would on recordings: the note starts a
+little late, its attack is softer or harder, a noise floor sits under it, it is slightly out of
+tune. Each is drawn per record from the batch's generator (so generation stays seeded and
+exact), configured under `nuisance:` in configs/generate.yaml and stored in the dataset's JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+
+from src.errors import ConfigError
+from src.synth.base import Randomness
+
+CHUNK = 256  # records per onset shift: bounds the gather index to a few MB
+
+
+def _range(cfg: Mapping, key: str, positive: bool = False) -> tuple[float, float] | None:
+    value = cfg.get(key)
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"nuisance.{key} must be [low, high] or null, got {value!r}") from None
+    if lo > hi:
+        raise ConfigError(f"nuisance.{key}: low ({lo}) is above high ({hi})")
+    if (positive and lo <= 0) or (key != "noise_db" and lo < 0):
+        raise ConfigError(f"nuisance.{key}: low must be {'> 0' if positive else '>= 0'}, got {lo}")
+    return (lo, hi)
+
+
+@dataclass(frozen=True)
+class Nuisance:
+    """`onset_ms`: note start delay, uniform in [low, high] ms (the note's end is cut by as
+    much). `attack_ms`: attack time, log-uniform, where attack is not a label. `noise_db`: a
+    white noise floor, uniform in [low, high] dB relative to the note's peak. `detune_cents`:
+    a pitch offset, uniform in +-cents, where the synth has a pitch."""
+
+    onset_ms: tuple[float, float] | None = None
+    attack_ms: tuple[float, float] | None = None
+    noise_db: tuple[float, float] | None = None
+    detune_cents: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> Nuisance:
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {"onset_ms", "attack_ms", "noise_db", "detune_cents"}
+        if unknown:
+            raise ConfigError(f"nuisance: unknown keys {sorted(unknown)}")
+        detune = float(cfg.get("detune_cents") or 0.0)
+        if detune < 0:
+            raise ConfigError(f"nuisance.detune_cents must be >= 0, got {detune}")
+        return cls(
+            onset_ms=_range(cfg, "onset_ms"),
+            attack_ms=_range(cfg, "attack_ms", positive=True),
+            noise_db=_range(cfg, "noise_db"),
+            detune_cents=detune,
+        )
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+    def adjust_values(
+        self, values: dict[str, torch.Tensor], labelled: set[str], random: Randomness
+    ) -> None:
+        """Detune the pitch and draw the attack (unless it is a label), in place."""
+        b = len(next(iter(values.values())))
+        if self.detune_cents and "pitch" in values:
+            cents = (2 * random.rand(b) - 1) * self.detune_cents
+            values["pitch"] = values["pitch"] + cents / 100.0
+        if self.attack_ms is not None and "attack" in values and "attack" not in labelled:
+            lo, hi = (math.log(v) for v in self.attack_ms)
+            values["attack"] = torch.exp(lo + (hi - lo) * random.rand(b)) / 1000.0
+
+    def adjust_audio(
+        self, audio: torch.Tensor, sample_rate: int, random: Randomness
+    ) -> torch.Tensor:
+        """Delay each note's onset and add its noise floor; (B, T) in, (B, T) out."""
+        b, t = audio.shape
+        if self.onset_ms is not None:
+            lo, hi = (v * sample_rate / 1000.0 for v in self.onset_ms)
+            audio = delayed(audio, (lo + (hi - lo) * random.rand(b)).round().long())
+        if self.noise_db is not None:
+            lo, hi = self.noise_db
+            db = lo + (hi - lo) * random.rand(b, dtype=torch.float64)
+            gain = audio.abs().amax(dim=1).double() * torch.pow(10.0, db / 20.0)
+            audio = audio.add_(noise_windows((b, t), random) * gain.float()[:, None])
+        return audio
+
+
+def delayed(audio: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
+    """Shift row b of (B, T) audio right by delay[b] samples (zeros before, the end cut)."""
+    b, t = audio.shape
+    out = torch.empty_like(audio)
+    steps = torch.arange(t)
+    for s in range(0, b, CHUNK):
+        d = delay[s : s + CHUNK, None]
+        src = steps[None, :] - d
+        out[s : s + CHUNK] = audio[s : s + CHUNK].gather(1, src.clamp_min(0)) * (src >= 0)
+    return out
+
+
+NOISE_BANK = 1 << 18
+
+
+def noise_windows(shape: tuple[int, int], random: Randomness) -> torch.Tensor:
+    """(B, T) unit-variance white noise: each row a random window of one shared Gaussian bank.
+
+    Drawing B*T normals dominated the cost of a batch; B windows of a 256k-sample bank give
+    every record its own noise realisation for the price of a gather.
+    """
+    b, t = shape
+    bank = torch.randn(NOISE_BANK + t, generator=random.generator)
+    return bank.unfold(0, t, 1)[random.randint(NOISE_BANK, b)]

@@ -1,0 +1,164 @@
+"""Reference predictors every results table shows beside the models.
+
+- `chance`: a uniformly random class per head (seeded), valued at the class's grid value.
+- `train_mean`: the training mean of each head (its skill is 0 by definition).
+- `nn_pixels`: the label of the nearest training record in raw pixel space (1-NN, Euclidean,
+  chunked `torch.cdist`): what a lookup table of the training set achieves.
+- `linear_probe`: ridge regression from standardised pixels to one-hot classes per head,
+  closed form, the ridge strength chosen on the validation split.
+
+They are scored by the same `EstimationMetrics` as the models, so numbers are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from src.data.vimh.format import ParamSpec
+from src.metrics.estimation import EstimationMetrics, Predictions
+
+BASELINES = ("chance", "train_mean", "nn_pixels", "linear_probe")
+RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # times the mean diagonal of X^T X / N
+
+
+def flat_pixels(images: np.ndarray) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, C*H*W) float32."""
+    return torch.from_numpy(np.ascontiguousarray(images).reshape(len(images), -1)).float()
+
+
+def nearest(train: torch.Tensor, query: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Index of each query row's nearest train row (Euclidean), chunked over queries."""
+    out = torch.empty(len(query), dtype=torch.long)
+    for s in range(0, len(query), chunk):
+        out[s : s + chunk] = torch.cdist(query[s : s + chunk], train).argmin(dim=1)
+    return out
+
+
+def as_predictions(specs: Sequence[ParamSpec], values: np.ndarray) -> Predictions:
+    """(N, P) natural values -> {head: (values, classes)} as float32/int64 tensors."""
+    return {
+        s.name: (
+            torch.from_numpy(values[:, i].astype(np.float32)),
+            torch.from_numpy(s.class_index(values[:, i])),
+        )
+        for i, s in enumerate(specs)
+    }
+
+
+def class_values(specs: Sequence[ParamSpec], classes: np.ndarray) -> np.ndarray:
+    return np.stack([s.class_value(classes[:, i]) for i, s in enumerate(specs)], axis=1)
+
+
+def ridge_probe(
+    x_train: torch.Tensor,
+    classes: np.ndarray,
+    specs: Sequence[ParamSpec],
+    x_val: torch.Tensor,
+    val_classes: np.ndarray,
+    x_test: torch.Tensor,
+) -> np.ndarray:
+    """(M, P) test classes from a ridge regression of one-hot classes on standardised pixels;
+    the strength maximising the mean validation accuracy wins."""
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+
+    def design(x: torch.Tensor) -> torch.Tensor:
+        z = ((x - mean) / std).double()
+        return torch.cat([z, torch.ones(len(z), 1, dtype=z.dtype)], dim=1)
+
+    a = design(x_train)
+    onehot = torch.cat(
+        [
+            torch.nn.functional.one_hot(torch.from_numpy(classes[:, i]), s.num_classes)
+            for i, s in enumerate(specs)
+        ],
+        dim=1,
+    ).double()
+    gram, rhs = a.T @ a, a.T @ onehot
+    scale = gram.diagonal().mean().item()
+    eye = torch.eye(len(gram), dtype=gram.dtype)
+    bounds = np.cumsum([0] + [s.num_classes for s in specs])
+
+    def predict(w: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+        scores = design(x) @ w
+        return np.stack(
+            [scores[:, bounds[i] : bounds[i + 1]].argmax(1).numpy() for i in range(len(specs))],
+            axis=1,
+        )
+
+    best, best_acc = None, -1.0
+    for lam in RIDGE_GRID:
+        w = torch.linalg.solve(gram + lam * scale * eye, rhs)
+        acc = float((predict(w, x_val) == val_classes).mean())
+        if acc > best_acc:
+            best, best_acc = w, acc
+    return predict(best, x_test)
+
+
+def baseline_predictions(
+    specs: Sequence[ParamSpec],
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    seed: int = 0,
+) -> dict[str, Predictions]:
+    """Each baseline's test predictions. `train`, `val`, `test` are (images uint8 (N, C, H, W),
+    codes uint8 (N, P)) of the splits."""
+    decoded = {
+        split: np.stack([s.decode(codes[:, i]) for i, s in enumerate(specs)], axis=1)
+        for split, (_, codes) in (("train", train), ("val", val), ("test", test))
+    }
+    classes = {
+        split: np.stack([s.class_index(v[:, i]) for i, s in enumerate(specs)], axis=1)
+        for split, v in decoded.items()
+    }
+    n_test = len(test[1])
+    rng = np.random.default_rng(seed)
+    chance = np.stack([rng.integers(0, s.num_classes, n_test) for s in specs], axis=1)
+    means = decoded["train"].mean(axis=0)
+    x_train, x_val, x_test = flat_pixels(train[0]), flat_pixels(val[0]), flat_pixels(test[0])
+    nn = nearest(x_train, x_test).numpy()
+    probe = ridge_probe(x_train, classes["train"], specs, x_val, classes["val"], x_test)
+    return {
+        "chance": as_predictions(specs, class_values(specs, chance)),
+        "train_mean": as_predictions(specs, np.repeat(means[None, :], n_test, axis=0)),
+        "nn_pixels": as_predictions(specs, decoded["train"][nn]),
+        "linear_probe": as_predictions(specs, class_values(specs, probe)),
+    }
+
+
+def score_baselines(
+    specs: Sequence[ParamSpec],
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    stage: str = "test",
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """{baseline: {metric key: value}} on the test split, scored like the models."""
+    means = {s.name: float(s.decode(train[1][:, i]).mean()) for i, s in enumerate(specs)}
+    true = as_predictions(
+        specs, np.stack([s.decode(test[1][:, i]) for i, s in enumerate(specs)], axis=1)
+    )
+    out = {}
+    for name, pred in baseline_predictions(specs, train, val, test, seed).items():
+        metrics = EstimationMetrics(specs, means)
+        metrics.update(pred, true)
+        out[name] = {k: float(v) for k, v in metrics.compute(stage).items()}
+    return out
+
+
+def datamodule_baselines(datamodule, seed: int = 0) -> dict[str, dict[str, float]]:
+    """`score_baselines` on a VIMHDataModule's splits (its pixels, whatever it serves)."""
+    from src.data.datamodule import VIMHDataModule
+
+    dm = datamodule
+    if dm.representation != "image":  # pixel baselines read the same dataset's images
+        dm = VIMHDataModule(dm.data_dir, val_fraction=dm.val_fraction, split_seed=dm.split_seed)
+    splits = {}
+    for split in ("train", "val", "test"):
+        images, codes = dm.tensors(split)
+        splits[split] = (images.numpy(), codes.numpy())
+    return score_baselines(dm.heads, splits["train"], splits["val"], splits["test"], seed=seed)
