@@ -23,6 +23,7 @@ SMALL = [
     "spectrogram.height=16",
     "spectrogram.width=16",
     "identifiability.base_points=3",
+    "identifiability.probe_records=0",
 ]
 
 
@@ -89,7 +90,6 @@ def test_identifiability_flags_fully_and_partly_unlearnable_labels(tmp_path, cap
         "synth.params.index.max=0",
         "synth.params.index.default=0",
         "synth.params.pitch.step=6",
-        "identifiability.probe_records=0",
     )
     rows = {r["parameter"]: r for r in identifiability(build_renderer(silent), 0, base_points=4)}
     assert rows["pitch"]["verdict"] == "learnable" and rows["pitch"]["worst_d"] > 3
@@ -117,7 +117,7 @@ def test_identifiability_flags_fully_and_partly_unlearnable_labels(tmp_path, cap
 
 
 def test_identifiability_probe_reports_nn_and_linear_accuracy(tmp_path):
-    cfg = gen_cfg(tmp_path)
+    cfg = gen_cfg(tmp_path, "identifiability.probe_records=400")
     rows = identifiability(build_renderer(cfg), 0, base_points=2, probe_records=400)
     for r in rows:
         assert r["probe_chance"] == pytest.approx(1 / r["classes"], abs=1e-4)
