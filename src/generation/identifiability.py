@@ -144,7 +144,10 @@ def report_identifiability(rows: list[dict]) -> None:
             ]
         style = "" if r["learnable"] else "[bold red]"
         table.add_row(*cells, f"{style}{r['verdict'].upper() if style else r['verdict']}")
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    if not console.is_terminal:  # logs: wide enough for every column
+        console = Console(stderr=True, width=160)
+    console.print(table)
     for r in rows:
         if not r["learnable"]:
             log.warning(
