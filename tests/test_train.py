@@ -167,7 +167,7 @@ def test_short_run_on_generated_synth_data(compose_cfg):
         "train",
         [
             "data.recipe.dataset.size=2048",
-            "data.recipe.overrides=[identifiability.probe_records=0]",
+            "data.recipe.overrides=['identifiability.probe_records=0']",
             "trainer.max_epochs=20",
             "data.batch_size=64",
             "callbacks.early_stopping=null",
