@@ -1,0 +1,94 @@
+"""What an exact resume needs beyond Lightning's own checkpoint state, and a checkpoint when a
+run is stopped with SIGTERM.
+
+Lightning saves the weights, optimizer, schedulers, loop counters, the callbacks' state (the
+best score of ModelCheckpoint, EarlyStopping's patience) and, since `VIMHLoader` is resumable,
+the position in the epoch. It does not save the random number generators: this callback adds
+them, so dropout and masking continue as they would have.
+
+On SIGTERM (a scheduler's preemption, `kill`), Lightning stops after the current training
+batch; this callback then writes `last.ckpt` with the exact mid-epoch state, so `ckpt_path=last`
+continues where the run stopped. At an epoch's end ModelCheckpoint's `last.ckpt` of that epoch
+is already the state to resume from; a SIGTERM during validation writes nothing, since a
+half-run validation cannot be resumed exactly: `last.ckpt` of the previous epoch stays the
+resume point.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.trainer.states import RunningStage
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+LAST = "last.ckpt"
+
+
+def rng_states() -> dict:
+    """torch (CPU, CUDA), numpy and Python generator states as tensors and plain values, so
+    checkpoints still load with weights_only=True."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumeState(L.Callback):
+    """Saves the random generators in every checkpoint and `dirpath/last.ckpt` on SIGTERM."""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / LAST
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "rng" in state_dict:
+            set_rng_states(state_dict["rng"])
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        total = trainer.num_training_batches
+        if trainer.state.stage != RunningStage.TRAINING or not 0 < done < total:
+            log.warning(
+                f"SIGTERM at the end of an epoch or during {trainer.state.stage}: no new "
+                f"checkpoint; {self.last_path} (from the last finished epoch, if any) is the "
+                f"resume point"
+            )
+            return
+        trainer.save_checkpoint(self.last_path)
+        log.warning(
+            f"SIGTERM: saved {self.last_path} at epoch {trainer.current_epoch}, after batch "
+            f"{done} of {total}; resume with ckpt_path=last"
+        )
