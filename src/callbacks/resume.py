@@ -4,7 +4,10 @@ run is stopped with SIGTERM.
 Lightning saves the weights, optimizer, schedulers, loop counters, the callbacks' state (the
 best score of ModelCheckpoint, EarlyStopping's patience) and, since `VIMHLoader` is resumable,
 the position in the epoch. It does not save the random number generators: this callback adds
-them, so dropout and masking continue as they would have.
+them, so dropout and masking continue as they would have. It also hands the saved loader
+position back to the train loader when Lightning did not: Lightning restores loader states
+only if it asks for the train loader after reading the checkpoint, and a scheduler sized by
+`trainer.estimated_stepping_batches` makes it ask before.
 
 On SIGTERM (a scheduler's preemption, `kill`), Lightning stops after the current training
 batch; this callback then writes `last.ckpt` with the exact mid-epoch state, so `ckpt_path=last`
@@ -22,6 +25,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.types import _Stateful
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -61,6 +65,7 @@ class ResumeState(L.Callback):
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
+        self._loader_states: list | None = None
 
     @property
     def last_path(self) -> Path:
@@ -72,6 +77,20 @@ class ResumeState(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         if "rng" in state_dict:
             set_rng_states(state_dict["rng"])
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict
+    ) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self._loader_states = fit_loop.get("state_dict", {}).get("combined_loader")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before the first batch is drawn (loaders draw lazily); loading twice is harmless,
+        # so this does not need to know whether Lightning loaded them too.
+        states, self._loader_states = self._loader_states, None
+        loader = trainer.train_dataloader
+        if states and len(states) == 1 and isinstance(loader, _Stateful):
+            loader.load_state_dict(states[0])
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
