@@ -111,6 +111,13 @@ def test_a_missing_split_is_named_before_the_folder_name(tmp_path):
         VIMHDataset(folder)
 
 
+def test_a_recipe_without_test_records_is_refused_at_generation(tmp_path):
+    cfg = generate_cfg(tmp_path, "dataset.splits={train: 0.9, val: 0.1, test: 0.0}")
+    with raises_user_error(ConfigError, match=r"dataset.splits.test must be > 0"):
+        generate_dataset(cfg)
+    assert not any(tmp_path.iterdir())
+
+
 def test_min_above_max_is_reported_as_such(tmp_path):
     cfg = generate_cfg(tmp_path, "synth.params.pitch.min=80", "synth.params.pitch.max=40")
     with raises_user_error(ConfigError, match=r"synth.params.pitch: min \(80.0\) is above max"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import src.train as train_module
 from src.errors import ConfigError, DataError
 from src.train import train
 from src.utils.checkpoint_io import AtomicCheckpointIO
+from src.utils.config import compose_config
 from src.utils.instantiators import build_trainer
 from tests.helpers.entry import run_script
 from tests.helpers.runs import QUIET, on, raises_user_error
@@ -103,6 +105,31 @@ def test_sigterm_then_ckpt_path_last_ends_like_an_uninterrupted_run(
     for key, value in whole.items():
         if key.startswith("test/"):
             assert float(resumed[key]) == pytest.approx(float(value), abs=1e-6), key
+
+
+def test_run_folders_are_unique_and_a_resume_reuses_its_own(tmp_path):
+    """Runs started in the same millisecond still get their own folders; a checkpoint inside
+    a run folder resumes in that folder."""
+    dirs = {
+        compose_config(
+            "train", [f"paths.log_dir={tmp_path}"], return_hydra_config=True
+        ).hydra.run.dir
+        for _ in range(5)
+    }
+    assert len(dirs) == 5
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{3}_[0-9a-f]{4}", Path(d).name)
+        for d in dirs
+    )
+    run = tmp_path / "train" / "runs" / "2020-01-01_00-00-00"  # a run of an older version
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    ckpt = run / "checkpoints" / "epoch_001.ckpt"
+    cfg = compose_config(
+        "train", [f"paths.log_dir={tmp_path}", f"ckpt_path={ckpt}"], return_hydra_config=True
+    )
+    assert Path(cfg.hydra.run.dir) == run
+    assert cfg.hydra.output_subdir.startswith(".hydra/resumed-")
 
 
 def test_ckpt_path_last_needs_an_earlier_run(compose_cfg, toy):
