@@ -92,8 +92,9 @@ def resume_checkpoint(cfg: DictConfig, objects: dict) -> str | None:
         path = Path(ckpt_path)
     ckpt = read_checkpoint(path)
     model = objects["model"]
-    if task_of(ckpt, path) is not type(model):
-        raise DataError(f"{path} holds a {task_of(ckpt, path).__name__}, not a {type(model)}")
+    task = task_of(ckpt, path)
+    if task is not type(model):
+        raise DataError(f"{path} holds a {task.__name__}, not a {type(model).__name__}")
     check_data_matches(ckpt, objects["datamodule"], path)
     saved = ckpt["hyper_parameters"]
     for key in ("net", "head_modes"):

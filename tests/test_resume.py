@@ -29,10 +29,14 @@ EPOCHS = 4  # the toy has 6 train batches of 128 per epoch
 
 
 def base(toy) -> list[str]:
+    """Training with random draws in every step (dropout, masking), so a resume that lost the
+    generators' state would show."""
     return [
         "experiment=saw_cnn",
         *on(toy),
         f"trainer.max_epochs={EPOCHS}",
+        "model.net.dropout=0.3",
+        "data.augment={freq_mask: 2, time_mask: 2, n_masks: 1}",
         "extras.print_config=false",
         *QUIET,
     ]

@@ -30,10 +30,9 @@ from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.utils.pylogger import RankedLogger
+from src.utils.runs import LAST
 
 log = RankedLogger(__name__)
-
-LAST = "last.ckpt"
 
 
 def rng_states() -> dict:

@@ -99,4 +99,4 @@ def build_datamodule(data_cfg: DictConfig, data_root: str | Path):
     node = OmegaConf.to_container(data_cfg, resolve=True)
     node.pop("recipe", None)
     node["data_dir"] = str(folder)
-    return instantiate(node)
+    return instantiate(node, _convert_="all")  # plain values only: they go into checkpoints
