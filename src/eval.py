@@ -1,10 +1,13 @@
 """Evaluate a checkpoint on the test split: `python src/eval.py ckpt_path=... [data=...]`.
 
-The checkpoint is read once: the task module is rebuilt from it (net config and heads are
-stored in it), and the datamodule takes its normalisation statistics before setup, so none are
-computed only to be replaced. The test metrics equal those at the end of training for the same
-checkpoint and data; the eval callbacks add per-record reports (predictions CSV, confusion
-matrices, scatter plots) to the run folder.
+The checkpoint is read once and trusted for nothing: the task module is rebuilt from it (net
+config and heads are stored in it) only after its hyperparameters pass the allow-list of
+`src/models/tasks.py`, and only for data like the data it was trained on (every head's range
+and classes, input shape, sample rate, spectrogram config). The datamodule takes its
+normalisation statistics before setup, so none are computed only to be replaced. The test
+metrics equal those at the end of training for the same checkpoint and data; the eval
+callbacks add per-record reports (predictions CSV, confusion matrices, scatter plots) to the
+run folder.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ import lightning as L
 from omegaconf import DictConfig
 
 from src.data.provision import build_datamodule
-from src.errors import DataError
-from src.models.tasks import datamodule_state, module_from_checkpoint, read_checkpoint
+from src.models.tasks import (
+    check_data_matches,
+    checked_hyper_parameters,
+    datamodule_state,
+    module_from_checkpoint,
+    read_checkpoint,
+)
 from src.paths import CONFIG_DIR
 from src.utils.instantiators import build_trainer
 from src.utils.pylogger import RankedLogger
@@ -28,16 +36,15 @@ log = RankedLogger(__name__)
 def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
     """Test a checkpoint. Returns (metrics, objects)."""
     ckpt = read_checkpoint(cfg.ckpt_path)
+    checked_hyper_parameters(ckpt, cfg.ckpt_path)  # refused before anything is built
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
-    model = module_from_checkpoint(ckpt)
-    data_heads = [p.name for p in datamodule.heads]
-    if data_heads != model.head_names:
-        raise DataError(
-            f"checkpoint {cfg.ckpt_path} predicts heads {model.head_names} but dataset "
-            f"{datamodule.data_dir} labels {data_heads}"
-        )
+    # Everything is checked before anything is built: the checkpoint's hyperparameters
+    # against the allow-list, its data against this dataset, the dataset's splits.
+    check_data_matches(ckpt, datamodule, cfg.ckpt_path)
+    datamodule.open_splits()
+    model = module_from_checkpoint(ckpt, cfg.ckpt_path)
     datamodule.load_state_dict(datamodule_state(ckpt, datamodule))
     trainer = build_trainer(cfg)
     log.info(f"Testing {cfg.ckpt_path}")

@@ -16,6 +16,9 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 
 
 def register_resolvers() -> None:
-    """`${nsm_root:}` -> the repository root (idempotent)."""
+    """`${nsm_root:}` -> the repository root, and the run-folder resolvers (idempotent)."""
+    from src.utils.runs import register_run_resolvers
+
     if not OmegaConf.has_resolver("nsm_root"):
         OmegaConf.register_new_resolver("nsm_root", lambda: str(PROJECT_ROOT))
+    register_run_resolvers()

@@ -7,15 +7,22 @@ built from placeholders and no model config restates a dataset fact.
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.data.provision import build_datamodule
+from src.errors import ConfigError, DataError
+from src.models.tasks import check_data_matches, read_checkpoint, task_of
 from src.paths import CONFIG_DIR
 from src.utils.instantiators import build_trainer
 from src.utils.pylogger import RankedLogger
+from src.utils.runs import CHECKPOINTS, LAST, current_experiment, latest_run, run_of_checkpoint
 from src.utils.utils import extras, get_metric_value, task_wrapper, user_errors
 
 log = RankedLogger(__name__)
@@ -24,6 +31,7 @@ log = RankedLogger(__name__)
 def build(cfg: DictConfig) -> dict:
     """Datamodule, model (built for the data), callbacks, loggers and trainer from `cfg`."""
     datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
+    datamodule.open_splits()  # a missing or empty split fails here, before any training
     spec = datamodule.spec
     log.info(
         f"Dataset {datamodule.data_dir}: {spec.input_kind} input {tuple(spec.input_shape)}, heads "
@@ -63,6 +71,49 @@ def log_hyperparameters(objects: dict) -> None:
         lg.log_hyperparams({**hparams, **params})
 
 
+def resume_checkpoint(cfg: DictConfig, objects: dict) -> str | None:
+    """The checkpoint `cfg.ckpt_path` names (`last`: the latest run of this experiment with a
+    last.ckpt), read and checked against this run's task, model and data; None when not
+    resuming. A garbage file or a checkpoint of other data gets a clear error here rather
+    than a traceback from inside Lightning."""
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path:
+        return None
+    if str(ckpt_path) == "last":
+        experiment = current_experiment()
+        run = latest_run(cfg.paths.runs_dir, experiment)
+        if run is None:
+            raise ConfigError(
+                f"ckpt_path=last: no run of experiment={experiment} under {cfg.paths.runs_dir} "
+                f"has {CHECKPOINTS}/{LAST}; start without ckpt_path, or give a checkpoint path"
+            )
+        path = run / CHECKPOINTS / LAST
+    else:
+        path = Path(ckpt_path)
+    ckpt = read_checkpoint(path)
+    model = objects["model"]
+    task = task_of(ckpt, path)
+    if task is not type(model):
+        raise DataError(f"{path} holds a {task.__name__}, not a {type(model).__name__}")
+    check_data_matches(ckpt, objects["datamodule"], path)
+    saved = ckpt["hyper_parameters"]
+    for key in ("net", "head_modes"):
+        if key in saved and saved[key] != model.hparams.get(key):
+            raise ConfigError(
+                f"{path} was trained with model.{key}={saved[key]}, this run has "
+                f"{model.hparams.get(key)}; resume with the same model config"
+            )
+    run = run_of_checkpoint(path)
+    here = Path(cfg.paths.output_dir)
+    if run is None or run.resolve() != here.resolve():
+        log.warning(
+            f"Resuming {path} in another folder ({here}): its best checkpoint and score stay "
+            f"behind, so the test may use a checkpoint worse than the best so far"
+        )
+    log.info(f"Resuming from {path} (epoch {ckpt.get('epoch')}, step {ckpt.get('global_step')})")
+    return str(path)
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> tuple[dict, dict]:
     """Fit, then test the best checkpoint. Returns (metrics, objects) so tests can call it."""
@@ -73,11 +124,14 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     log_hyperparameters(objects)
 
     if cfg.get("train"):
+        ckpt_path = resume_checkpoint(cfg, objects)
         log.info("Starting training")
         # Our checkpoints hold only tensors and plain containers: load them weights-only.
-        trainer.fit(
-            model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
-        )
+        try:
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException as e:
+            log.warning("Stopped by SIGTERM; continue with ckpt_path=last (same overrides)")
+            raise SystemExit(128 + signal.SIGTERM) from e
     train_metrics = dict(trainer.callback_metrics)
 
     if cfg.get("test"):

@@ -59,3 +59,21 @@ def toy(tmp_path_factory) -> Path:
     return make_vimh(
         tmp_path_factory.mktemp("toy"), n_train=768, n_val=128, n_test=128, audio_samples=2000
     )
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory, toy) -> Path:
+    """The best checkpoint of a 2-epoch run of the default model on the toy (read-only)."""
+    from src.train import train
+    from tests.helpers.runs import QUIET, on
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("trained")
+    overrides = [*on(toy), "trainer.max_epochs=2", "callbacks.lr_monitor=null", *QUIET]
+    try:
+        _, objects = train(compose_config("train", out, overrides))
+    finally:
+        torch.set_num_threads(threads)
+        GlobalHydra.instance().clear()
+    return Path(objects["trainer"].checkpoint_callback.best_model_path)

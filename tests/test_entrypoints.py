@@ -4,19 +4,15 @@ exit status 1, no traceback (unless HYDRA_FULL_ERROR=1); a wrong model/data pair
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from src.errors import ConfigError
-from src.paths import PROJECT_ROOT
 from src.train import train
+from tests.helpers.entry import assert_clean_error, run_script
 from tests.helpers.runs import on, raises_user_error
 from tests.helpers.vimh import make_vimh
 
 
 def run(script: str, tmp_path, *overrides: str, full_error: bool = False):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1" if full_error else "0"}
     where = [
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={tmp_path}/data",
@@ -24,28 +20,15 @@ def run(script: str, tmp_path, *overrides: str, full_error: bool = False):
     ]
     if script == "generate_vimh.py":
         where = [f"dataset.out_dir={tmp_path}/data"]
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / script), *where, *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
-def assert_clean_error(result, *fragments: str) -> None:
-    out = result.stdout + result.stderr
-    assert result.returncode == 1, out
-    assert "Traceback" not in out, out
-    assert "error:" in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
+    return run_script(script, *where, *overrides, full_error=full_error)
 
 
 def test_missing_dataset_folder(tmp_path):
-    result = run("src/train.py", tmp_path, "data=vimh", f"data.data_dir={tmp_path}/nowhere")
-    assert_clean_error(result, f"data.data_dir={tmp_path}/nowhere: no such dataset folder")
-    assert not (tmp_path / "nowhere").exists()
+    """A mistyped path is never generated (nor its parents made): one line says what to run."""
+    typo = tmp_path / "a" / "b" / "nowhere"
+    result = run("src/train.py", tmp_path, "data=vimh", f"data.data_dir={typo}")
+    assert_clean_error(result, f"data.data_dir={typo}: no such dataset folder", "generate_vimh.py")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "data").exists()
     full = run(
         "src/train.py", tmp_path, "data=vimh", f"data.data_dir={tmp_path}/x", full_error=True
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from itertools import islice
 
 import numpy as np
 import torch
@@ -119,6 +120,7 @@ class MemmapBatches(IterableDataset):
         self.codes = np.ascontiguousarray(codes)  # (n, P) uint8, already split-local
         self.rows = rows  # split-local index -> record index in the file (None: identity)
         self.order = torch.zeros(n_order, dtype=torch.int64).share_memory_()
+        self.start = torch.zeros(1, dtype=torch.int64).share_memory_()  # records to skip
         self.batch_size = batch_size
         self.n_records = min(n_order, n_batches * batch_size)  # less with drop_last
         batch_bytes = batch_size * record_nbytes
@@ -149,7 +151,8 @@ class MemmapBatches(IterableDataset):
         info = get_worker_info()
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
         order = self.order.numpy()
-        for start in range(worker * self.group, self.n_records, n_workers * self.group):
+        first = int(self.start[0])
+        for start in range(first + worker * self.group, self.n_records, n_workers * self.group):
             yield self.fetch(order[start : min(start + self.group, self.n_records)])
 
 
@@ -163,6 +166,12 @@ class VIMHLoader:
     It is not a `DataLoader`, so Lightning injects no sampler of its own (sharding is done by
     `EpochBatches`); its `.sampler` is what Lightning calls `set_epoch` on. The permutation
     is drawn lazily, on the first batch, so an epoch set after `iter()` still counts.
+
+    It is resumable: `state_dict` (saved in checkpoints by Lightning) holds the epoch and how
+    many batches of it were taken, and after `load_state_dict` the next iteration over that
+    epoch starts where the saved one stopped, so a run resumed mid-epoch sees exactly the
+    batches an uninterrupted run would. (Lightning reads a loader with a length without
+    reading ahead, so batches taken are batches trained on.)
     """
 
     batch_sampler = None  # Lightning's shuffle check looks for it
@@ -187,6 +196,8 @@ class VIMHLoader:
         self.num_workers = num_workers
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self._loader = None
+        self._taken = 0  # batches of the current iteration handed out so far
+        self._resume: dict | None = None
         if stream is not None and num_workers > 0:
             self._loader = DataLoader(
                 stream,
@@ -204,20 +215,31 @@ class VIMHLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[Batch]:
-        if self.in_memory:
-            yield from self._iter_memory()
-        else:
-            yield from self._iter_stream()
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": self._taken}
 
-    def _iter_memory(self) -> Iterator[Batch]:
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
+
+    def __iter__(self) -> Iterator[Batch]:
+        skip, resume, self._resume = 0, self._resume, None
+        if resume is not None and resume.get("epoch") == self.sampler.epoch:
+            skip = int(resume.get("batches", 0))
+            if not 0 < skip < len(self):  # the saved epoch was complete: a fresh one
+                skip = 0
+        self._taken = skip
+        for batch in self._iter_memory(skip) if self.in_memory else self._iter_stream(skip):
+            self._taken += 1
+            yield batch
+
+    def _iter_memory(self, skip: int = 0) -> Iterator[Batch]:
         s = self.sampler
         contiguous = not s.shuffle and s.world_size == 1
         inputs, codes = self.inputs, self.codes
         flat = inputs.numpy().reshape(len(inputs), -1)
         shape = inputs.shape[1:]
         codes_np = codes.numpy()
-        for idx in s:
+        for idx in islice(s, skip, None):
             if contiguous:  # in order: a zero-copy slice
                 lo, hi = int(idx[0]), int(idx[-1]) + 1
                 x, y = inputs[lo:hi], codes[lo:hi]
@@ -231,9 +253,10 @@ class VIMHLoader:
                 x, y = x.pin_memory(), y.pin_memory()
             yield x, y
 
-    def _iter_stream(self) -> Iterator[Batch]:
+    def _iter_stream(self, skip: int = 0) -> Iterator[Batch]:
         self.stream.order.copy_(self.sampler.indices())
         bs = self.sampler.batch_size
+        self.stream.start.fill_(skip * bs)
         for x, y in self._loader if self._loader is not None else self.stream:
             if self.pin_memory and self._loader is None:
                 x, y = x.pin_memory(), y.pin_memory()

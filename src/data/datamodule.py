@@ -22,7 +22,7 @@ from src.data.batching import Batch, EpochBatches, MemmapBatches, VIMHLoader
 from src.data.spec import INPUT_KINDS, DataSpec
 from src.data.transforms import Normalize, channel_stats, check_augment, spec_augment
 from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
-from src.errors import ConfigError, DatasetNotFoundError
+from src.errors import ConfigError, DataError, DatasetNotFoundError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -117,7 +117,8 @@ class VIMHDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.stats_max_records = stats_max_records
 
-        self.dataset: VIMHDataset | None = None
+        self.dataset: VIMHDataset | None = None  # set once setup is complete
+        self._opened: VIMHDataset | None = None
         self.rows: dict[str, np.ndarray | None] = {}  # split -> record indices in its file
         self.files: dict[str, str] = {}  # split -> the file its records come from
         self.val_carved = False
@@ -177,24 +178,10 @@ class VIMHDataModule(L.LightningDataModule):
         """Open the files, decide the splits and the path, compute statistics; only once."""
         if self.dataset is not None:
             return
-        ds = VIMHDataset(self.data_dir)
-        if "test" not in ds:
-            raise DatasetNotFoundError(
-                f"{self.data_dir}: no 'test' split file; a VIMH dataset needs train and test "
-                f"(val is optional and is then carved out of train)"
-            )
-        self.rows = {"test": None}
-        self.files = {"train": "train", "test": "test"}
-        if "val" in ds:
-            self.rows.update(train=None, val=None)
-            self.files["val"] = "val"
-        else:
-            self._carve_val(len(ds["train"]))
-            self.files["val"] = "train"
+        ds = self.open_splits()
         if self.representation == "audio":
             for split in ds.splits:
                 ds.audio(split)  # a clear error now, not in a loader worker later
-        self.dataset = ds
         if self.in_memory == "auto":
             per_record = (
                 self.n_samples * 4 if self.representation == "audio" else math.prod(self.info.shape)
@@ -208,8 +195,47 @@ class VIMHDataModule(L.LightningDataModule):
             )
         else:
             self.use_memory = bool(self.in_memory)
+        self.dataset = ds
         if self.normalizer is None:
             self.normalizer = Normalize(*self._compute_stats())
+
+    def open_splits(self) -> VIMHDataset:
+        """Open the dataset and decide which records each split uses, reading no record.
+
+        Train and test must hold records: a missing or empty one is a DataError naming the
+        file (the entry points call this before any model is built). An empty val file is
+        treated as no val file: validation is carved out of train, and a warning says so.
+        """
+        if self._opened is not None:
+            return self._opened
+        ds = VIMHDataset(self.data_dir)
+        if "test" not in ds:
+            raise DatasetNotFoundError(
+                f"{self.data_dir}: no 'test' split file; a VIMH dataset needs train and test "
+                f"(val is optional and is then carved out of train)"
+            )
+        for split in ("train", "test"):
+            if len(ds[split]) == 0:
+                raise DataError(
+                    f"{ds[split].path}: the {split} split is empty (0 records); a VIMH dataset "
+                    f"needs records in train and test. Regenerate it (e.g. python "
+                    f"generate_vimh.py dataset.overwrite=true ...) or use another folder"
+                )
+        self.rows = {"test": None}
+        self.files = {"train": "train", "test": "test"}
+        if "val" in ds and len(ds["val"]) > 0:
+            self.rows.update(train=None, val=None)
+            self.files["val"] = "val"
+        else:
+            if "val" in ds:
+                log.warning(
+                    f"{ds['val'].path} is empty (0 records): treating the dataset as having no "
+                    f"val file"
+                )
+            self._carve_val(len(ds["train"]))
+            self.files["val"] = "train"
+        self._opened = ds
+        return ds
 
     def _carve_val(self, n: int) -> None:
         train, val = carve_val(n, self.val_fraction, self.split_seed, where=self.data_dir)
@@ -269,6 +295,9 @@ class VIMHDataModule(L.LightningDataModule):
             "val_carved": self.val_carved,
             "val_fraction": self.val_fraction,
             "split_seed": self.split_seed,
+            # What the inputs were made with, so eval can refuse other data (tasks.py).
+            "spectrogram_config": self.info.raw.get("spectrogram_config"),
+            "channel_labels": self.info.raw.get("channel_labels"),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:

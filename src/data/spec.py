@@ -29,6 +29,40 @@ class DataSpec:
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}")
 
+    @classmethod
+    def from_model_kwargs(cls, kwargs: dict) -> DataSpec:
+        """Inverse of `model_kwargs` (e.g. a checkpoint's hyperparameters)."""
+        return cls(
+            input_kind=kwargs.get("input_kind") or "image",
+            input_shape=tuple(int(v) for v in kwargs["input_shape"]),
+            sample_rate=kwargs.get("sample_rate"),
+            heads=tuple(ParamSpec.from_dict(dict(h)) for h in kwargs["heads"]),
+        )
+
+    def differences(self, other: DataSpec) -> list[str]:
+        """What a model built for `self` would get wrong on data of spec `other`, one phrase
+        each ("<what>: <self> vs <other>"); descriptions and units do not count."""
+        out = []
+        if self.input_kind != other.input_kind:
+            out.append(f"input kind: {self.input_kind} vs {other.input_kind}")
+        if tuple(self.input_shape) != tuple(other.input_shape):
+            out.append(f"input shape: {tuple(self.input_shape)} vs {tuple(other.input_shape)}")
+        if None not in (self.sample_rate, other.sample_rate) and int(self.sample_rate) != int(
+            other.sample_rate
+        ):
+            out.append(f"sample rate: {self.sample_rate} Hz vs {other.sample_rate} Hz")
+        names, other_names = [h.name for h in self.heads], [h.name for h in other.heads]
+        if names != other_names:
+            out.append(f"heads: {names} vs {other_names}")
+            return out
+        for a, b in zip(self.heads, other.heads, strict=True):
+            if a.num_classes != b.num_classes:
+                out.append(f"head '{a.name}' classes: {a.num_classes} vs {b.num_classes}")
+            for key in ("min", "max", "step", "scale"):
+                if getattr(a, key) != getattr(b, key):
+                    out.append(f"head '{a.name}' {key}: {getattr(a, key)} vs {getattr(b, key)}")
+        return out
+
     def model_kwargs(self) -> dict:
         """Plain values for a task module's constructor (they end up in its checkpoints)."""
         return {

@@ -43,6 +43,8 @@ def parse_params(params: Mapping[str, Mapping]) -> list[SynthParam]:
         if missing:
             raise ConfigError(f"{where}: missing {missing}")
         lo, hi = float(p["min"]), float(p["max"])
+        if lo > hi:
+            raise ConfigError(f"{where}: min ({lo}) is above max ({hi})")
         default = float(p.get("default", lo))
         sampling = str(p.get("sampling", "grid"))
         if sampling not in SAMPLING:

@@ -71,6 +71,10 @@ def split_sizes(size: int, fractions: Mapping[str, float]) -> dict[str, int]:
     total = sum(fractions.values())
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ConfigError(f"dataset.splits fractions must add up to 1, got {total}")
+    if float(fractions["test"]) <= 0:
+        raise ConfigError(
+            "dataset.splits.test must be > 0: training tests its best checkpoint on the test split"
+        )
     sizes = {k: round(size * float(v)) for k, v in fractions.items() if k != "train"}
     sizes = {"train": size - sum(sizes.values()), **sizes}
     empty = [k for k, v in sizes.items() if v <= 0 and fractions[k] > 0]

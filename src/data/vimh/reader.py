@@ -342,6 +342,8 @@ class VIMHDataset:
                 self.splits[name] = VIMHSplit(path, self.info)
         if "train" not in self.splits:
             raise VIMHFormatError(f"{self.root}: no 'train' split file")
+        # The splits first, the folder name last: a missing or short split is the cause of a
+        # sample count in the name that does not add up, so it gets the message.
         self._check_counts()
         self._check_folder_name()
 
@@ -391,6 +393,13 @@ class VIMHDataset:
 
     def _check_counts(self) -> None:
         raw = self.info.raw
+        for name in SPLITS:
+            declared = raw.get(f"{name}_samples")
+            if name not in self.splits and isinstance(declared, int) and declared > 0:
+                raise DatasetNotFoundError(
+                    f"{self.root / name}: no such split file, but {self.info.path.name} says "
+                    f"{name}_samples = {declared}"
+                )
         for name, split in self.splits.items():
             key = f"{name}_samples"
             if key in raw and raw[key] != len(split):
@@ -416,8 +425,14 @@ class VIMHDataset:
             checks.append(("channels", parsed.channels, info.channels))
         if "sample_rate" in info.raw:
             checks.append(("sample rate", parsed.sample_rate, int(info.raw["sample_rate"])))
+        held = ", ".join(
+            [f"{n} {len(self.splits[n])}" for n in SPLITS if n in self.splits]
+            + [f"no {n} file" for n in SPLITS if n not in self.splits]
+        )
         for what, in_name, actual in checks:
             if in_name != actual:
+                detail = f" ({held})" if what == "dataset samples" else ""
                 raise VIMHFormatError(
-                    f"{self.root}: folder name says {what} {in_name} but the dataset has {actual}"
+                    f"{self.root}: folder name says {what} {in_name} but the dataset has "
+                    f"{actual}{detail}"
                 )

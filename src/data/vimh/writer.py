@@ -2,16 +2,22 @@
 
 Records are appended batch by batch into a temporary folder beside the target; the folder is
 renamed into place only when every split holds its declared number of records and the JSON is
-written. An existing dataset is never replaced unless `overwrite=True`.
+written. An existing dataset is never replaced unless `overwrite=True`. One writer at a time
+works on a dataset (`dataset_lock`), so temporary folders that a killed writer left behind are
+recognised, reported and removed by the next one. The finished folder gets the mode a plain
+`mkdir` would (the umask), and a dataset reached through a symlink is written where the link
+points, keeping the link.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,32 @@ from src.data.vimh.format import (
     audio_filename,
     record_dtype,
 )
+from src.errors import DatasetExistsError
+from src.utils.files import exclusive_lock, honour_umask
+from src.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+
+def dataset_target(root: str | Path) -> Path:
+    """Where a dataset's files go: `root`, or where it points when it is a symlink."""
+    root = Path(root)
+    return root.resolve() if root.is_symlink() else root
+
+
+def dataset_lock(root: str | Path):
+    """The lock every writer (and provisioning) of the dataset at `root` holds: a hidden file
+    beside the dataset, `.{name}.lock`, that exists only while it is held."""
+    target = dataset_target(root)
+    return exclusive_lock(target.parent / f".{target.name}.lock", f"writing {target}")
+
+
+def leftover_folders(target: Path) -> list[Path]:
+    """Temporary and replaced folders of `target` that a killed writer left beside it."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(tmp-[^./]+|old-\d+|[a-z0-9_]{{8}})$")
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for p in target.parent.iterdir() if pattern.match(p.name))
 
 
 def build_info(
@@ -118,18 +150,24 @@ class VIMHWriter:
         unknown = set(split_sizes) - set(SPLITS)
         if unknown:
             raise ValueError(f"unknown split(s) {sorted(unknown)}; expected some of {SPLITS}")
-        if self.root.exists() and not overwrite:
-            raise FileExistsError(
-                f"{self.root} already exists; refusing to overwrite it (pass overwrite=True, "
-                f"or dataset.overwrite=true on the command line, to replace it)"
-            )
         self.shape = (channels, height, width)
         self.params = tuple(params)
         self.split_sizes = {k: int(v) for k, v in split_sizes.items()}
         self.overwrite = overwrite
         self.dtype = record_dtype(CURRENT_VERSION, height, width, channels, len(self.params))
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        self.target = dataset_target(self.root)
+        self._lock = ExitStack()
+        self._lock.enter_context(dataset_lock(self.root))
+        try:
+            self._check_target()
+            self._remove_leftovers()
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            prefix = f".{self.target.name}.tmp-"
+            self.tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=self.target.parent))
+            honour_umask(self.tmp)
+        except BaseException:
+            self._lock.close()
+            raise
         self.counts = dict.fromkeys(self.split_sizes, 0)
         self._files = {s: open(self.tmp / s, "wb") for s in self.split_sizes}  # noqa: SIM115
         self._audio = None
@@ -144,6 +182,29 @@ class VIMHWriter:
                 for s, n in self.split_sizes.items()
             }
         self._done = False
+
+    def _check_target(self) -> None:
+        if self.root.exists() and not self.overwrite:
+            raise DatasetExistsError(
+                f"{self.root} already exists; refusing to overwrite it (pass overwrite=True, "
+                f"or dataset.overwrite=true on the command line, to replace it)"
+            )
+        if self.target.exists() and not self.target.is_dir():
+            raise DatasetExistsError(f"{self.target} exists and is not a folder; not replacing it")
+
+    def _remove_leftovers(self) -> None:
+        """Under the lock no other writer of this dataset runs: what it finds is stale."""
+        stale = leftover_folders(self.target)
+        if stale:
+            log.warning(
+                f"Removing {len(stale)} folder(s) left beside {self.target} by an interrupted "
+                f"generation: {', '.join(p.name for p in stale)}"
+            )
+            for p in stale:
+                if p.is_symlink():  # a link an older writer renamed aside: only the link goes
+                    p.unlink()
+                else:
+                    shutil.rmtree(p, ignore_errors=True)
 
     def __enter__(self) -> VIMHWriter:
         return self
@@ -209,15 +270,16 @@ class VIMHWriter:
             self._audio = None
         (self.tmp / INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
         old = None
-        if self.root.exists():
+        if self.target.exists():
             if not self.overwrite:
-                raise FileExistsError(f"{self.root} appeared while writing; not overwriting it")
-            old = self.root.with_name(f".{self.root.name}.old-{os.getpid()}")
-            self.root.rename(old)
-        os.rename(self.tmp, self.root)
+                raise DatasetExistsError(f"{self.root} appeared while writing; not overwriting it")
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            self.target.rename(old)
+        os.rename(self.tmp, self.target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self._done = True
+        self._lock.close()
         return self.root
 
     def abort(self) -> None:
@@ -226,3 +288,4 @@ class VIMHWriter:
         self._audio = None
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._done = True
+        self._lock.close()
