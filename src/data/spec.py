@@ -37,6 +37,7 @@ class DataSpec:
             input_shape=tuple(int(v) for v in kwargs["input_shape"]),
             sample_rate=kwargs.get("sample_rate"),
             heads=tuple(ParamSpec.from_dict(dict(h)) for h in kwargs["heads"]),
+            train_means=kwargs.get("train_means"),
         )
 
     def differences(self, other: DataSpec) -> list[str]:
