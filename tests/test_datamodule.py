@@ -11,7 +11,7 @@ import torch
 
 from src.data.batching import EpochBatches, MemmapBatches
 from src.data.datamodule import VIMHDataModule
-from src.data.vimh import VIMHDataset
+from src.data.vimh import VIMHDataset, VIMHFormatError
 from tests.helpers.vimh import make_vimh
 
 
@@ -37,16 +37,24 @@ def nsmt(tmp_path_factory):
 
 def test_heads_and_shape_before_setup(tmp_path):
     folder = make_vimh(tmp_path, params=3, height=6, width=10, channels=2)
-    (folder / "train").write_bytes(b"broken")  # records are not read until setup
+    good = (folder / "train").read_bytes()
+    (folder / "train").write_bytes(b"broken")  # no pixel is read for heads and shape
     dm = VIMHDataModule(folder)
     assert dm.input_shape == (2, 6, 10)
     assert [h.name for h in dm.heads] == ["note_number", "note_velocity", "cutoff"]
-    spec = dm.spec  # the handoff to the model, from the JSON alone
+    with pytest.raises(VIMHFormatError, match="train: size 6 bytes"):
+        dm.spec  # the train means need the label bytes
+    (folder / "train").write_bytes(good)
+    spec = VIMHDataModule(folder).spec  # the handoff to the model
     assert spec.input_kind == "image" and spec.input_shape == (2, 6, 10)
     assert spec.sample_rate == 8000 and spec.heads == dm.info.params
+    codes = VIMHDataset(folder)["train"].codes
+    for i, head in enumerate(spec.heads):  # the mean label over the training records
+        assert spec.train_means[head.name] == pytest.approx(head.decode(codes[:, i]).mean())
     kwargs = spec.model_kwargs()
     assert kwargs["heads"][0] == {"name": "note_number", **dm.heads[0].mapping()}
     assert kwargs["input_shape"] == [2, 6, 10] and kwargs["sample_rate"] == 8000
+    assert kwargs["train_means"] == spec.train_means
 
 
 def test_clear_errors(tmp_path):

@@ -40,9 +40,11 @@ def test_the_name_is_derived_from_the_recipe(tmp_path):
     name = dataset_name(gen)
     assert re.fullmatch(r"vimh-16x16x1_8000Hz_1p0s_64dss_saw-[0-9a-f]{8}_3p", name)
     # Every field that shapes the records changes the digest; where it goes does not.
-    for change in ({"seed": 1}, {"noise_db": -60.0}, {"store_audio": True}, {"batch_size": 16}):
+    for change in ({"seed": 1}, {"store_audio": True}, {"batch_size": 16}):
         other = recipe_config(OmegaConf.merge(SMALL, {"dataset": change}), out_dir=tmp_path)
         assert recipe_digest(other) != recipe_digest(gen), change
+    quieter = recipe_config(OmegaConf.merge(SMALL, {"nuisance": {"noise_db": [-80, -70]}}), tmp_path)
+    assert recipe_digest(quieter) != recipe_digest(gen)  # the nuisance shapes records too
     moved = recipe_config(SMALL, out_dir=tmp_path / "elsewhere")
     assert recipe_digest(moved) == recipe_digest(gen)
     # 1 and 1.0 make the same records, so the same name.
