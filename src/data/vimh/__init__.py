@@ -11,7 +11,7 @@ from src.data.vimh.format import (
     record_dtype,
 )
 from src.data.vimh.reader import VIMHDataset, VIMHInfo, VIMHSplit, read_info
-from src.data.vimh.writer import VIMHWriter, build_info
+from src.data.vimh.writer import VIMHWriter, build_info, encode_records
 
 __all__ = [
     "INFO_FILENAME",
@@ -24,6 +24,7 @@ __all__ = [
     "VIMHWriter",
     "audio_filename",
     "build_info",
+    "encode_records",
     "dataset_folder_name",
     "parse_folder_name",
     "read_info",
