@@ -61,15 +61,20 @@ def test_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("workers", "group_bytes", "drop_last"),
-    [(0, 1, False), (0, 3000, True), (2, 2048, False), (2, MemmapBatches.GROUP_BYTES, True)],
+    ("workers", "group_bytes", "drop_last", "order"),
+    [
+        (0, 1, False, "uniform"),
+        (0, 3000, True, "block"),
+        (2, 2048, False, "block"),
+        (2, MemmapBatches.GROUP_BYTES, True, "uniform"),
+    ],
 )
 def test_fast_and_streaming_paths_give_equal_batches(
-    nsmt, monkeypatch, workers, group_bytes, drop_last
+    nsmt, monkeypatch, workers, group_bytes, drop_last, order
 ):
     # small read groups, so that several groups and both workers take part
     monkeypatch.setattr(MemmapBatches, "GROUP_BYTES", group_bytes)
-    kw = dict(batch_size=16, shuffle_seed=7, drop_last=drop_last)
+    kw = dict(batch_size=16, shuffle_seed=7, drop_last=drop_last, shuffle_order=order)
     fast = VIMHDataModule(nsmt, in_memory=True, **kw)
     slow = VIMHDataModule(nsmt, in_memory=False, num_workers=workers, **kw)
     loaders = [
