@@ -114,7 +114,8 @@ def generate_dataset(cfg: DictConfig) -> Path:
             f"finishes the last batch assembles {out}"
         )
         return out
-    return assemble(cfg, renderer, store, units, sizes, out, ident)
+    sharded = shard is not None and not assemble_only  # others may finish at the same time
+    return assemble(cfg, renderer, store, units, sizes, out, ident, sharded)
 
 
 def missing_shards(units: list[Unit], missing: list[Unit], num_shards: int) -> list[int]:
@@ -151,11 +152,21 @@ def assemble(
     sizes: dict,
     out: Path,
     ident: list | None,
+    sharded: bool = False,
 ) -> Path:
-    """Join every part, in order, into the dataset folder (atomically), then drop the parts."""
+    """Join every part, in order, into the dataset folder (atomically), then drop the parts.
+    Shards that finish together agree through a file lock; where the file system has none,
+    a shard leaves the assembly to an unsharded or `dataset.assemble_only=true` run."""
     started = time.perf_counter()
     with store.lock() as acquired:
-        if not acquired:
+        if acquired is None and sharded:
+            log.warning(
+                f"{store.dir}: this file system has no file locks, so shards cannot agree on "
+                f"who assembles; once all are done, run the same command with "
+                f"dataset.assemble_only=true"
+            )
+            return out
+        if acquired is False:
             log.info(f"another process is assembling (or has assembled) {out}; leaving it there")
             return out
         if store.missing(units):  # another run assembled them just before this one

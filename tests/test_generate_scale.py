@@ -3,6 +3,7 @@ parts, and progress that stays quiet off a terminal."""
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from src.errors import ConfigError, DataError, DatasetNotFoundError
 from src.generate import generate_dataset
+from src.generation import parts as parts_module
 from src.generation import renderer as renderer_module
 from src.generation.parts import owner, plan_units, shard_units
 from src.generation.progress import GenerationProgress
@@ -183,3 +185,18 @@ def test_generation_logs_progress_when_stderr_is_not_a_terminal(tmp_path, caplog
     lines = [r.getMessage() for r in caplog.records if "] generated " in r.getMessage()]
     assert len(lines) == 2 and "96 of 96 records" in lines[-1]
     assert "records/s" not in capsys.readouterr().err  # no live display in a captured stderr
+
+
+def test_without_file_locks_shards_leave_the_assembly_to_an_explicit_run(
+    tmp_path, monkeypatch, caplog
+):
+    def no_locks(f, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(parts_module.fcntl, "flock", no_locks)
+    out = generate_dataset(cfg(tmp_path, "dataset.num_shards=2", "dataset.shard=1"))
+    with caplog.at_level(logging.WARNING):
+        generate_dataset(cfg(tmp_path, "dataset.num_shards=2", "dataset.shard=0"))
+    assert not out.exists() and "assemble_only=true" in caplog.text
+    generate_dataset(cfg(tmp_path, "dataset.assemble_only=true"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

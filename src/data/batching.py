@@ -28,29 +28,32 @@ def block_order(
 ) -> torch.Tensor:
     """A shuffled order of `range(n)` that a reader can follow with a few long reads.
 
-    The records are cut into blocks of `window // blocks_per_window` consecutive records; the
-    blocks are put in a uniformly random order, and the records inside each `window`
+    The records are cut into blocks of `ceil(window / blocks_per_window)` consecutive records;
+    the blocks are put in a uniformly random order, and the records inside each `window`
     consecutive positions of that order (about `blocks_per_window` blocks) are put in a
     uniformly random order. Guarantees: every record exactly once; every block equally likely
-    at every place in the epoch, so every record is equally likely in every window; a window
-    (one read of the streaming path) touches at most `blocks_per_window + 1` runs of the file.
+    at every place of the block order, so every record is equally likely in every window (up to
+    the shift the split's one short block causes); a window (one read of the streaming path)
+    touches at most `blocks_per_window + 1` runs of the file.
     Not guaranteed: records of one block always share a window. Generated datasets store
     records in the order their labels were drawn (independently), so this carries no
     information about them; for a file sorted by label it would.
     """
     if n <= 0:
         return torch.zeros(0, dtype=torch.int64)
+    # Index arithmetic in numpy: torch's thread pool can stall on these small ops when the
+    # cores are shared; the random draws stay on the seeded torch.Generator.
     window = max(1, min(window, n))
     block = math.ceil(window / blocks_per_window)
     n_blocks = math.ceil(n / block)
-    starts = torch.randperm(n_blocks, generator=generator) * block
-    lengths = (n - starts).clamp(max=block)
-    first = torch.cumsum(lengths, 0) - lengths  # where each block lands in the order
-    order = torch.repeat_interleave(starts - first, lengths) + torch.arange(n)
+    starts = torch.randperm(n_blocks, generator=generator).numpy() * block
+    lengths = np.minimum(n - starts, block)
+    first = np.cumsum(lengths) - lengths  # where each block lands in the order
+    order = np.repeat(starts - first, lengths) + np.arange(n)
     for lo in range(0, n, window):
         hi = min(lo + window, n)
-        order[lo:hi] = order[lo:hi][torch.randperm(hi - lo, generator=generator)]
-    return order
+        order[lo:hi] = order[lo:hi][torch.randperm(hi - lo, generator=generator).numpy()]
+    return torch.from_numpy(order)
 
 
 class EpochBatches:

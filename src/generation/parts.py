@@ -155,9 +155,10 @@ class PartStore:
 
     # --- joining -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self) -> Iterator[bool]:
+    def lock(self) -> Iterator[bool | None]:
         """Whether this process may assemble: one at a time, released even if it dies. False
-        too when the parts are gone (another run has just assembled them)."""
+        when another holds it or the parts are gone (another run has just assembled them);
+        None when the file system has no file locks."""
         try:
             f = open(self.dir / LOCK, "a")  # noqa: SIM115 (closed below)
         except FileNotFoundError:
@@ -167,9 +168,12 @@ class PartStore:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    yield False
+                elif e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    yield None
+                else:
                     raise
-                yield False
                 return
             try:
                 yield True
