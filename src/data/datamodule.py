@@ -177,10 +177,7 @@ class VIMHDataModule(L.LightningDataModule):
                 ds.audio(split)  # a clear error now, not in a loader worker later
         self.dataset = ds
         if self.in_memory == "auto":
-            per_record = (
-                self.n_samples * 4 if self.representation == "audio" else math.prod(self.info.shape)
-            )
-            need = sum(len(ds[s]) for s in ds.splits) * per_record
+            need = sum(len(ds[s]) for s in ds.splits) * self._record_nbytes()
             self.use_memory = need <= self.max_memory_gb * 2**30
             log.info(
                 f"{self.data_dir.name}: {need / 2**30:.3f} GiB of {self.representation} inputs; "
@@ -310,9 +307,8 @@ class VIMHDataModule(L.LightningDataModule):
         return self._tensors[split]
 
     def _record_nbytes(self) -> int:
-        if self.representation == "audio":
-            return self.n_samples * 4
-        return math.prod(self.info.shape)
+        """Bytes of one record's inputs as served (float32 waveform or uint8 image)."""
+        return self.n_samples * 4 if self.representation == "audio" else math.prod(self.info.shape)
 
     def _window(self, batch_size: int) -> int | None:
         """Records per shuffle window of the block order, or None for a uniform permutation."""
