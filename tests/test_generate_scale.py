@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from src.generation import renderer as renderer_module
 from src.generation.parts import owner, plan_units, shard_units
 from src.generation.progress import GenerationProgress
 from src.generation.recipe import dataset_name, recipe_digest
+from src.paths import PROJECT_ROOT
 from src.utils.config import compose_config
 
 # 96 records in batches of 20: train 76 (4 batches, the last short), val 10, test 10.
@@ -200,3 +203,13 @@ def test_without_file_locks_shards_leave_the_assembly_to_an_explicit_run(
     assert not out.exists() and "assemble_only=true" in caplog.text
     generate_dataset(cfg(tmp_path, "dataset.assemble_only=true"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+@pytest.mark.slow
+def test_a_hydra_multirun_over_the_shard_index_makes_the_dataset(tmp_path, reference):
+    """The documented command: one job per shard through Hydra's launcher (basic here)."""
+    cmd = [sys.executable, str(PROJECT_ROOT / "generate_vimh.py"), "-m", *SMALL]
+    cmd += ["dataset.store_audio=true", f"dataset.out_dir={tmp_path / 'data'}"]
+    cmd += ["dataset.num_shards=3", "dataset.shard=range(3)", f"hydra.sweep.dir={tmp_path}/sweep"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
+    assert files(tmp_path / "data" / "ds") == reference

@@ -73,8 +73,9 @@ def shard_units(units: Sequence[Unit], num_shards: int, shard: int | None) -> li
 
 
 def owner(unit_pos: int, n_units: int, num_shards: int) -> int:
-    """The shard whose run of batches holds position `unit_pos` (inverse of shard_units)."""
-    return max(s for s in range(num_shards) if s * n_units // num_shards <= unit_pos)
+    """The shard whose run of batches holds position `unit_pos` (inverse of shard_units: the
+    last shard s with s * n_units // num_shards <= unit_pos)."""
+    return -(-(unit_pos + 1) * num_shards // n_units) - 1
 
 
 class PartStore:
