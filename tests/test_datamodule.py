@@ -43,7 +43,7 @@ def test_heads_and_shape_before_setup(tmp_path):
     assert dm.input_shape == (2, 6, 10)
     assert [h.name for h in dm.heads] == ["note_number", "note_velocity", "cutoff"]
     with pytest.raises(VIMHFormatError, match="train: size 6 bytes"):
-        dm.spec  # the train means need the label bytes
+        _ = dm.spec  # the train means need the label bytes
     (folder / "train").write_bytes(good)
     spec = VIMHDataModule(folder).spec  # the handoff to the model
     assert spec.input_kind == "image" and spec.input_shape == (2, 6, 10)
@@ -69,15 +69,20 @@ def test_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("workers", "group_bytes", "drop_last"),
-    [(0, 1, False), (0, 3000, True), (2, 2048, False), (2, MemmapBatches.GROUP_BYTES, True)],
+    ("workers", "group_bytes", "drop_last", "order"),
+    [
+        (0, 1, False, "uniform"),
+        (0, 3000, True, "block"),
+        (2, 2048, False, "block"),
+        (2, MemmapBatches.GROUP_BYTES, True, "uniform"),
+    ],
 )
 def test_fast_and_streaming_paths_give_equal_batches(
-    nsmt, monkeypatch, workers, group_bytes, drop_last
+    nsmt, monkeypatch, workers, group_bytes, drop_last, order
 ):
     # small read groups, so that several groups and both workers take part
     monkeypatch.setattr(MemmapBatches, "GROUP_BYTES", group_bytes)
-    kw = dict(batch_size=16, shuffle_seed=7, drop_last=drop_last)
+    kw = dict(batch_size=16, shuffle_seed=7, drop_last=drop_last, shuffle_order=order)
     fast = VIMHDataModule(nsmt, in_memory=True, **kw)
     slow = VIMHDataModule(nsmt, in_memory=False, num_workers=workers, **kw)
     loaders = [

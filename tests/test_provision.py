@@ -43,7 +43,9 @@ def test_the_name_is_derived_from_the_recipe(tmp_path):
     for change in ({"seed": 1}, {"store_audio": True}, {"batch_size": 16}):
         other = recipe_config(OmegaConf.merge(SMALL, {"dataset": change}), out_dir=tmp_path)
         assert recipe_digest(other) != recipe_digest(gen), change
-    quieter = recipe_config(OmegaConf.merge(SMALL, {"nuisance": {"noise_db": [-80, -70]}}), tmp_path)
+    quieter = recipe_config(
+        OmegaConf.merge(SMALL, {"nuisance": {"noise_db": [-80, -70]}}), tmp_path
+    )
     assert recipe_digest(quieter) != recipe_digest(gen)  # the nuisance shapes records too
     moved = recipe_config(SMALL, out_dir=tmp_path / "elsewhere")
     assert recipe_digest(moved) == recipe_digest(gen)
@@ -99,7 +101,7 @@ def test_a_mismatching_folder_is_refused_not_used(tmp_path):
     assert json.loads((folder / INFO_FILENAME).read_text())["recipe_digest"] == "00000000"
 
 
-def test_a_failed_generation_leaves_nothing(tmp_path, monkeypatch):
+def test_a_failed_generation_leaves_no_dataset_and_the_next_try_resumes(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = renderer_module.Renderer.render
 
@@ -112,9 +114,14 @@ def test_a_failed_generation_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(renderer_module.Renderer, "render", flaky)
     with pytest.raises(RuntimeError, match="killed"):
         dataset_folder(data_cfg(), tmp_path)
-    assert list(tmp_path.iterdir()) == []  # no dataset, no temporary folder
-    monkeypatch.setattr(renderer_module.Renderer, "render", original)
-    assert VIMHDataset(dataset_folder(data_cfg(), tmp_path))  # the next try completes
+    # no dataset folder and no temporary one: only the hidden folder of finished parts
+    (parts,) = tmp_path.iterdir()
+    assert parts.name.startswith(".parts-vimh-")
+    assert sorted(p.name for p in parts.iterdir()) == ["manifest.json", "train-000000.rec"]
+    calls["n"] = 10
+    assert VIMHDataset(dataset_folder(data_cfg(), tmp_path))  # the next try completes ...
+    assert calls["n"] == 10 + 3  # ... rendering only the 3 of 4 batches that were missing
+    assert [p.name for p in tmp_path.iterdir()] == [parts.name.removeprefix(".parts-")]
 
 
 def test_folder_or_recipe_never_both(tmp_path):

@@ -56,12 +56,14 @@ def test_audio_batches_are_the_stored_waveforms(carved_ds):
     dm.load_state_dict(state)
 
 
-@pytest.mark.parametrize(("workers", "group_bytes"), [(0, 1), (0, 5000), (2, 3000)])
+@pytest.mark.parametrize(
+    ("workers", "group_bytes", "order"), [(0, 1, "uniform"), (0, 5000, "block"), (2, 3000, "block")]
+)
 def test_audio_fast_and_streaming_paths_give_equal_batches(
-    carved_ds, monkeypatch, workers, group_bytes
+    carved_ds, monkeypatch, workers, group_bytes, order
 ):
     monkeypatch.setattr(MemmapBatches, "GROUP_BYTES", group_bytes)
-    kw = dict(representation="audio", batch_size=16, shuffle_seed=3)
+    kw = dict(representation="audio", batch_size=16, shuffle_seed=3, shuffle_order=order)
     fast = VIMHDataModule(carved_ds, in_memory=True, **kw)
     slow = VIMHDataModule(carved_ds, in_memory=False, num_workers=workers, **kw)
     for split in ("train", "val", "test"):

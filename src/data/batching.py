@@ -3,9 +3,10 @@
 Per-record `__getitem__` plus a Python collate costs more than a small network's step, so
 batches are made whole: in memory by indexing one contiguous tensor with a seeded per-epoch
 permutation (the fast path), or from the memory-mapped file one group of batches per read (the
-streaming path, for datasets larger than RAM). Both yield identical `(inputs, codes int64 (B,
-P))` batches for the same seed and epoch; inputs are uint8 images (B, C, H, W) or float32
-waveforms (B, 1, T), exactly as stored.
+streaming path, for datasets larger than RAM). Given the same order (a uniform permutation, or
+the block order that keeps the streaming path's reads local) both yield identical `(inputs,
+codes int64 (B, P))` batches for the same seed and epoch; inputs are uint8 images (B, C, H, W)
+or float32 waveforms (B, 1, T), exactly as stored.
 """
 
 from __future__ import annotations
@@ -20,15 +21,52 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
+BLOCKS_PER_WINDOW = 8
+
+
+def block_order(
+    n: int, window: int, generator: torch.Generator, blocks_per_window: int = BLOCKS_PER_WINDOW
+) -> torch.Tensor:
+    """A shuffled order of `range(n)` that a reader can follow with a few long reads.
+
+    The records are cut into blocks of `ceil(window / blocks_per_window)` consecutive records;
+    the blocks are put in a uniformly random order, and the records inside each `window`
+    consecutive positions of that order (about `blocks_per_window` blocks) are put in a
+    uniformly random order. Guarantees: every record exactly once; every block equally likely
+    at every place of the block order, so every record is equally likely in every window (up to
+    the shift the split's one short block causes); a window (one read of the streaming path)
+    touches at most `blocks_per_window + 1` runs of the file.
+    Not guaranteed: records of one block always share a window. Generated datasets store
+    records in the order their labels were drawn (independently), so this carries no
+    information about them; for a file sorted by label it would.
+    """
+    if n <= 0:
+        return torch.zeros(0, dtype=torch.int64)
+    # Index arithmetic in numpy: torch's thread pool can stall on these small ops when the
+    # cores are shared; the random draws stay on the seeded torch.Generator.
+    window = max(1, min(window, n))
+    block = math.ceil(window / blocks_per_window)
+    n_blocks = math.ceil(n / block)
+    starts = torch.randperm(n_blocks, generator=generator).numpy() * block
+    lengths = np.minimum(n - starts, block)
+    first = np.cumsum(lengths) - lengths  # where each block lands in the order
+    order = np.repeat(starts - first, lengths) + np.arange(n)
+    for lo in range(0, n, window):
+        hi = min(lo + window, n)
+        order[lo:hi] = order[lo:hi][torch.randperm(hi - lo, generator=generator).numpy()]
+    return torch.from_numpy(order)
+
 
 class EpochBatches:
     """The index batches of one split for one epoch and one rank.
 
     Lightning calls `set_epoch` on a loader's `.sampler` before every training epoch, so the
-    shuffle changes per epoch without any wiring. The permutation is drawn from a
-    `torch.Generator` seeded with `seed + epoch`; with several ranks each takes every
-    `world_size`-th index of it, padded (or, with `drop_last`, cut) to equal lengths so that
-    all ranks run the same number of steps.
+    shuffle changes per epoch without any wiring. The order is drawn from a `torch.Generator`
+    seeded with `seed + epoch`: a uniform permutation, or with `window` a `block_order` (the
+    streaming path's, whose reads then stay local). With several ranks, each takes every
+    `world_size`-th index of a permutation, or its own contiguous part of a block order (its own
+    windows, so each rank reads a disjoint part of the file); either is padded (or, with
+    `drop_last`, cut) to equal lengths so that all ranks run the same number of steps.
     """
 
     def __init__(
@@ -41,9 +79,12 @@ class EpochBatches:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        window: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 record, got {window}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.n = n
@@ -53,6 +94,7 @@ class EpochBatches:
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self.window = window
         self.epoch = 0
         if world_size == 1:
             self.per_rank = n
@@ -66,7 +108,11 @@ class EpochBatches:
 
     def indices(self) -> torch.Tensor:
         """This rank's record order for the current epoch, int64 (per_rank,)."""
-        if self.shuffle:
+        blocks = self.shuffle and self.window is not None
+        if blocks:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = block_order(self.n, self.window, g)
+        elif self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n, generator=g)
         else:
@@ -77,6 +123,8 @@ class EpochBatches:
         if total > self.n:  # pad with the start of the order, as DistributedSampler does
             reps = math.ceil(total / max(self.n, 1))
             order = order.repeat(reps)
+        if blocks:  # each rank its own run of windows
+            return order[self.rank * self.per_rank : (self.rank + 1) * self.per_rank]
         return order[:total][self.rank :: self.world_size]
 
     def __len__(self) -> int:
@@ -123,9 +171,15 @@ class MemmapBatches(IterableDataset):
         self.start = torch.zeros(1, dtype=torch.int64).share_memory_()  # records to skip
         self.batch_size = batch_size
         self.n_records = min(n_order, n_batches * batch_size)  # less with drop_last
-        batch_bytes = batch_size * record_nbytes
-        self.group = batch_size * max(1, min(64, self.GROUP_BYTES // max(batch_bytes, 1)))
+        self.group = self.group_records(batch_size, record_nbytes)
         self._array = None
+
+    @classmethod
+    def group_records(cls, batch_size: int, record_nbytes: int) -> int:
+        """Records per read (whole batches, about GROUP_BYTES): also the block order's window,
+        so that one read covers one window."""
+        batch_bytes = batch_size * record_nbytes
+        return batch_size * max(1, min(64, cls.GROUP_BYTES // max(batch_bytes, 1)))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

@@ -28,6 +28,7 @@ from src.utils.pylogger import RankedLogger
 log = RankedLogger(__name__)
 
 REPRESENTATIONS = INPUT_KINDS
+SHUFFLE_ORDERS = ("auto", "uniform", "block")
 
 
 def carve_val(
@@ -52,7 +53,10 @@ class VIMHDataModule(L.LightningDataModule):
     file (as NSMT writes them) gets a validation set carved out of train with `val_fraction`
     and `split_seed`. `in_memory`: True loads each split into one tensor (fastest); False
     streams from the memory-mapped files with `num_workers` workers; "auto" loads when all the
-    inputs fit in `max_memory_gb`. `augment={"freq_mask": F, "time_mask": T, "n_masks": k}`
+    inputs fit in `max_memory_gb`. `shuffle_order`: the training order, "uniform" (a uniform
+    permutation per epoch), "block" (`batching.block_order`: uniform over the split, read in
+    runs of consecutive records) or "auto" (uniform in memory, block when streaming).
+    `augment={"freq_mask": F, "time_mask": T, "n_masks": k}`
     masks rows (frequency) and columns (time) of training batches only.
     `representation="audio"` serves the stored waveforms (float32 (B, 1, T), not normalised,
     never masked) of a dataset generated with `dataset.store_audio=true`.
@@ -76,6 +80,7 @@ class VIMHDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         normalize: bool = True,
         stats_max_records: int = 50_000,
+        shuffle_order: str = "auto",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -86,6 +91,10 @@ class VIMHDataModule(L.LightningDataModule):
             )
         if in_memory not in ("auto", True, False):
             raise ConfigError(f"data.in_memory must be 'auto', true or false, got {in_memory!r}")
+        if shuffle_order not in SHUFFLE_ORDERS:
+            raise ConfigError(
+                f"data.shuffle_order must be one of {SHUFFLE_ORDERS}, got {shuffle_order!r}"
+            )
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
@@ -116,6 +125,7 @@ class VIMHDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.normalize = normalize
         self.stats_max_records = stats_max_records
+        self.shuffle_order = shuffle_order
 
         self.dataset: VIMHDataset | None = None  # set once setup is complete
         self._opened: VIMHDataset | None = None
@@ -183,10 +193,7 @@ class VIMHDataModule(L.LightningDataModule):
             for split in ds.splits:
                 ds.audio(split)  # a clear error now, not in a loader worker later
         if self.in_memory == "auto":
-            per_record = (
-                self.n_samples * 4 if self.representation == "audio" else math.prod(self.info.shape)
-            )
-            need = sum(len(ds[s]) for s in ds.splits) * per_record
+            need = sum(len(ds[s]) for s in ds.splits) * self._record_nbytes()
             self.use_memory = need <= self.max_memory_gb * 2**30
             log.info(
                 f"{self.data_dir.name}: {need / 2**30:.3f} GiB of {self.representation} inputs; "
@@ -350,15 +357,26 @@ class VIMHDataModule(L.LightningDataModule):
             log.info(f"{self.data_dir.name}: loaded {split} ({len(array)} records) into memory")
         return self._tensors[split]
 
+    def _record_nbytes(self) -> int:
+        """Bytes of one record's inputs as served (float32 waveform or uint8 image)."""
+        return self.n_samples * 4 if self.representation == "audio" else math.prod(self.info.shape)
+
+    def _window(self, batch_size: int) -> int | None:
+        """Records per shuffle window of the block order, or None for a uniform permutation."""
+        block = self.shuffle_order == "block" or (
+            self.shuffle_order == "auto" and not self.use_memory
+        )
+        return MemmapBatches.group_records(batch_size, self._record_nbytes()) if block else None
+
     def _stream(self, split: str, batches: EpochBatches) -> MemmapBatches:
         name = self.files[split]
         if self.representation == "audio":
-            source, nbytes = self.dataset.audio_source(name), self.n_samples * 4
+            source = self.dataset.audio_source(name)
         else:
-            source, nbytes = self.dataset[name].pixel_source(), math.prod(self.info.shape)
+            source = self.dataset[name].pixel_source()
         return MemmapBatches(
             source,
-            nbytes,
+            self._record_nbytes(),
             self._split_codes(split),
             self.rows[split],
             n_order=batches.per_rank,
@@ -392,6 +410,7 @@ class VIMHDataModule(L.LightningDataModule):
             drop_last=drop_last,
             rank=rank,
             world_size=world_size,
+            window=self._window(batch_size) if shuffle else None,
         )
         if self.use_memory:
             inputs, codes = self.tensors(split)

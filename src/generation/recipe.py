@@ -25,8 +25,19 @@ from src.utils.config import compose_config
 # Bump when a change to the synths, the imager or the sampling changes the bytes a recipe
 # makes: the digest (and so the folder name) changes with it, and stale data is not reused.
 GENERATOR_VERSION = 2
-# Dataset keys that do not change the records (where they go, how fast, what is reported).
-NOT_RECIPE = ("out_dir", "name", "overwrite", "threads")
+# Dataset keys that do not change the records (where they go, how fast, what is reported,
+# how the work is split).
+NOT_RECIPE = (
+    "out_dir",
+    "name",
+    "overwrite",
+    "threads",
+    "workers",
+    "num_shards",
+    "shard",
+    "assemble_only",
+    "log_every",
+)
 RECIPE_KEYS = ("synth", "spectrogram", "dataset", "nuisance", "overrides")
 
 

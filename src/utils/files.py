@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -15,6 +16,40 @@ log = RankedLogger(__name__)
 
 # (lock path, thread) -> depth: a lock already held by this thread is entered again at once.
 _held: dict[tuple[str, int], int] = {}
+# errno values of a file system that has no file locks (some network file systems)
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _flock(f, blocking: bool) -> bool | None:
+    """Lock `f` exclusively: True when held, False when another holds it (non-blocking), None
+    when the file system has no locks."""
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        if e.errno in NO_LOCKS:
+            return None
+        raise
+    return True
+
+
+@contextmanager
+def try_lock(path: str | Path) -> Iterator[bool | None]:
+    """Try once for an exclusive lock on the file `path`: True while held, False when another
+    process holds it (or its folder is gone), None when the file system has no locks."""
+    try:
+        f = open(path, "a")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        yield False
+        return
+    with f:
+        got = _flock(f, blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -40,9 +75,17 @@ def exclusive_lock(path: str | Path, what: str = "") -> Iterator[None]:
     waited = False
     while True:
         f = open(path, "a")  # noqa: SIM115 (closed below, after the lock is released)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        got = _flock(f, blocking=False)
+        if got is None:  # nothing to exclude others with: say so, and go on
+            f.close()
+            path.unlink(missing_ok=True)
+            log.warning(
+                f"{path}: this file system has no file locks; {what or 'the work'} is "
+                f"not protected against a concurrent run"
+            )
+            yield
+            return
+        if got is False:
             if not waited:
                 log.info(f"Waiting for another process to finish {what or path}")
                 waited = True

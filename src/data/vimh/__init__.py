@@ -11,7 +11,7 @@ from src.data.vimh.format import (
     record_dtype,
 )
 from src.data.vimh.reader import VIMHDataset, VIMHInfo, VIMHSplit, read_info
-from src.data.vimh.writer import VIMHWriter, build_info, dataset_lock
+from src.data.vimh.writer import VIMHWriter, build_info, dataset_lock, encode_records
 
 __all__ = [
     "INFO_FILENAME",
@@ -25,6 +25,7 @@ __all__ = [
     "audio_filename",
     "build_info",
     "dataset_lock",
+    "encode_records",
     "dataset_folder_name",
     "parse_folder_name",
     "read_info",

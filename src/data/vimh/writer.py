@@ -131,6 +131,25 @@ def build_info(
     return info
 
 
+def encode_records(
+    pixels: np.ndarray,
+    codes: np.ndarray,
+    spec_min: float | np.ndarray,
+    spec_max: float | np.ndarray,
+) -> np.ndarray:
+    """Records of the current layout for pixels (B, C, H, W) uint8 and codes (B, P) uint8: the
+    one place record bytes are made, for the writer and for part files of parallel generation."""
+    b, (c, h, w), n_params = len(pixels), pixels.shape[1:], codes.shape[1]
+    rec = np.zeros(b, dtype=record_dtype(CURRENT_VERSION, h, w, c, n_params))
+    rec["height"], rec["width"], rec["channels"] = h, w, c
+    rec["spec_min"], rec["spec_max"] = spec_min, spec_max
+    rec["n_params"] = n_params
+    rec["params"][:, :, 0] = np.arange(n_params, dtype=np.uint8)
+    rec["params"][:, :, 1] = codes
+    rec["pixels"] = pixels
+    return rec
+
+
 class VIMHWriter:
     """Append records split by split, then `finish()` to put the dataset in place atomically."""
 
@@ -240,20 +259,44 @@ class VIMHWriter:
                 f"split '{split}' declared {self.split_sizes[split]} records; this batch would "
                 f"make {self.counts[split] + b}"
             )
-        rec = np.zeros(b, dtype=self.dtype)
-        rec["height"], rec["width"], rec["channels"] = self.shape[1], self.shape[2], self.shape[0]
-        rec["spec_min"], rec["spec_max"] = spec_min, spec_max
-        rec["n_params"] = len(self.params)
-        rec["params"][:, :, 0] = np.arange(len(self.params), dtype=np.uint8)
-        rec["params"][:, :, 1] = codes
-        rec["pixels"] = pixels
-        rec.tofile(self._files[split])
+        encode_records(pixels, codes, spec_min, spec_max).tofile(self._files[split])
         if self._audio is not None:
             if audio is None:
                 raise ValueError("this writer stores audio; pass audio with every batch")
             start = self.counts[split]
             self._audio[split][start : start + b] = audio
         self.counts[split] += b
+
+    def append_part(self, split: str, records: Path, audio: Path | None = None) -> int:
+        """Append a part file of encoded records (and its raw float32 audio) made by
+        `encode_records`, copying bytes without decoding; returns the records appended."""
+        if split not in self._files:
+            raise KeyError(f"split '{split}' was not declared; declared: {list(self._files)}")
+        size = records.stat().st_size
+        b = size // self.dtype.itemsize
+        if size % self.dtype.itemsize:
+            raise ValueError(
+                f"{records}: {size} bytes is not a whole number of {self.dtype.itemsize}-byte "
+                f"records"
+            )
+        if self.counts[split] + b > self.split_sizes[split]:
+            raise ValueError(
+                f"split '{split}' declared {self.split_sizes[split]} records; {records} would "
+                f"make {self.counts[split] + b}"
+            )
+        if (self._audio is None) != (audio is None):
+            raise ValueError(f"{records}: audio parts must be given exactly when audio is stored")
+        with open(records, "rb") as f:
+            shutil.copyfileobj(f, self._files[split], 1 << 20)
+        if audio is not None:
+            target = self._audio[split]
+            data = np.fromfile(audio, dtype=np.float32)
+            if data.size != b * target.shape[1]:
+                raise ValueError(f"{audio}: expected {b} x {target.shape[1]} float32 samples")
+            start = self.counts[split]
+            target[start : start + b] = data.reshape(b, -1)
+        self.counts[split] += b
+        return b
 
     def finish(self, info: Mapping) -> Path:
         """Check counts, write the JSON, and rename the finished folder into place."""
