@@ -133,8 +133,12 @@ def plot(rows: list[dict], swept: list[str], metric: str, best: dict | None, pat
     import matplotlib.pyplot as plt
 
     scored = [r for r in rows if math.isfinite(r["metrics"].get(metric, math.nan))]
-    fig, axes = plt.subplots(1, len(swept), figsize=(3.6 * len(swept), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], swept):
+    cols = min(4, len(swept))
+    rows_ = math.ceil(len(swept) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.6 * cols, 3.2 * rows_), squeeze=False)
+    for ax in axes.flat[len(swept) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, swept):
         xs = [r["values"].get(key) for r in scored]
         ys = [r["metrics"][metric] for r in scored]
         numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
@@ -146,6 +150,7 @@ def plot(rows: list[dict], swept: list[str], metric: str, best: dict | None, pat
             labels = sorted({str(x) for x in xs})
             positions = [labels.index(str(x)) for x in xs]
             ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.scatter(positions, ys, s=18, alpha=0.75)
         if best is not None and best in scored:
             i = scored.index(best)

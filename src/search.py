@@ -16,6 +16,7 @@ import gc
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,38 @@ def task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+# Overrides that do not change what a trial learns: the search's own settings and cosmetics.
+NOT_THE_PROBLEM = (
+    "search.",
+    "hydra.",
+    "hydra/",
+    "extras.",
+    "paths.",
+    "logger",
+    "callbacks.rich_progress_bar",
+    "callbacks.model_summary",
+)
+
+
 def fixed(overrides: list[str]) -> list[str]:
-    """The overrides that define the trials' problem (not the search's own settings)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith(("search.", "hydra."))]
+    """The overrides that define the trials' problem."""
+    return [o for o in overrides if not o.lstrip("+~").startswith(NOT_THE_PROBLEM)]
+
+
+def differences(stored: dict, now: dict) -> str:
+    """What differs between two problems, in words."""
+    out = []
+    old, new = set(stored["overrides"]), set(now["overrides"])
+    if old != new:
+        out.append(f"overrides {sorted(old - new)} then, {sorted(new - old)} now")
+    for name in sorted(set(stored["params"]) | set(now["params"])):
+        then, later = stored["params"].get(name), now["params"].get(name)
+        if then != later:
+            out.append(f"search.params.{name} {then} then, {later} now")
+    then, later = stored["optimized_metric"], now["optimized_metric"]
+    if then != later:
+        out.append(f"optimized_metric {then} then, {later} now")
+    return "; ".join(out)
 
 
 def open_study(cfg: DictConfig, folder: Path, space: tuple[Param, ...]) -> optuna.Study:
@@ -84,10 +114,11 @@ def open_study(cfg: DictConfig, folder: Path, space: tuple[Param, ...]) -> optun
     if url.startswith("sqlite") or "://" in url:
         # Heartbeats mark a trial whose process died (e.g. a preempted job) as failed; the
         # callback enqueues it again with the same parameters.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
         storage = optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=60,
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            url, heartbeat_interval=60, heartbeat_stale_trial_callback=retry
         )
     problem = {
         "overrides": fixed(task_overrides()),
@@ -98,14 +129,15 @@ def open_study(cfg: DictConfig, folder: Path, space: tuple[Param, ...]) -> optun
         storage=storage, study_name=s.study_name, direction=s.direction, load_if_exists=True
     )
     stored = study.user_attrs.get("problem")
+    problem = json.loads(json.dumps(problem))  # as storage gives it back (lists, not tuples)
     if stored is None:
         study.set_user_attr("problem", problem)
         for params in s.get("enqueue") or []:
             study.enqueue_trial(OmegaConf.to_container(params, resolve=True))
-    elif json.loads(json.dumps(problem)) != stored:
+    elif problem != stored:
         raise ConfigError(
-            f"study {s.study_name!r} in {url} searched another problem: {stored}; this command "
-            f"gives {problem}. Use search.study_name=<new name> for a new study"
+            f"study {s.study_name!r} in {url} searched another problem ("
+            f"{differences(stored, problem)}); use search.study_name=<new name> for a new study"
         )
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         retried = study.user_attrs.get("retried", [])
@@ -184,6 +216,12 @@ def search(cfg: DictConfig) -> tuple[dict, dict]:
         raise ConfigError(
             "no search config: pick an Optuna search with hparams_search=<name> (those with a "
             f"`search:` node in {CONFIG_DIR / 'hparams_search'}); grids run with train.py -m"
+        )
+    devices, strategy = cfg.trainer.get("devices", 1), str(cfg.trainer.get("strategy", "auto"))
+    if strategy.startswith("ddp") or (isinstance(devices, int) and devices > 1):
+        raise ConfigError(
+            f"trainer.strategy={strategy}, trainer.devices={devices}: search trials run in the "
+            "search's process on one device; run several searches on one study to use more"
         )
     space = parse_space(cfg.search.params)
     check_keys(space, cfg)

@@ -143,6 +143,8 @@ def test_search_space_errors_name_the_field(search_cfg):
         search(search_cfg("search.params.lr.key=model.optimizer.lrr"))
     with pytest.raises(ConfigError, match="config group model has no options"):
         search(search_cfg("+search.params.model={choices:[cnn_10k,cnn_9]}"))
+    with pytest.raises(ConfigError, match="on one device"):
+        search(search_cfg("trainer=ddp_sim"))
     with pytest.raises(ConfigError, match="no search config"):
         search(search_cfg("~search"))
 
