@@ -19,7 +19,6 @@ import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
@@ -28,6 +27,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
@@ -45,8 +45,9 @@ INTERRUPTED = "interrupted"  # user attribute of a trial cut short by Ctrl-C (re
 
 
 class TrialPruning(PyTorchLightningPruningCallback):
-    """Optuna's Lightning pruning callback, ending the fit cleanly when the pruner says so (the
-    objective then raises TrialPruned), instead of raising out of Lightning's loop."""
+    """Optuna's Lightning pruning callback (reports `optimized_metric` after each validation),
+    ending the fit cleanly when the pruner says so, instead of raising out of Lightning's
+    loop; the objective then raises TrialPruned."""
 
     pruned_epoch: int | None = None
 
@@ -110,16 +111,14 @@ def open_study(cfg: DictConfig, folder: Path, space: tuple[Param, ...]) -> optun
     """Create the study or load it to continue, checking it searches the same problem."""
     s = cfg.search
     url = s.get("storage") or f"sqlite:///{folder / 'study.db'}"
-    storage: Any = url
-    if url.startswith("sqlite") or "://" in url:
-        # Heartbeats mark a trial whose process died (e.g. a preempted job) as failed; the
-        # callback enqueues it again with the same parameters.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-        storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=60, heartbeat_stale_trial_callback=retry
-        )
+    # Heartbeats mark a trial whose process died (e.g. a preempted job) as failed; the
+    # callback enqueues it again with the same parameters.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    storage = optuna.storages.RDBStorage(
+        url, heartbeat_interval=60, heartbeat_stale_trial_callback=retry
+    )
     problem = {
         "overrides": fixed(task_overrides()),
         "params": {p.name: asdict(p) for p in space},
@@ -145,7 +144,8 @@ def open_study(cfg: DictConfig, folder: Path, space: tuple[Param, ...]) -> optun
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
             study.set_user_attr("retried", [*retried, t.number])
     seed = int(s.get("seed") or 0) + len(study.trials)  # a resumed search draws new points
-    study.sampler = instantiate(s.sampler, seed=seed)
+    sampler = s.get("sampler")
+    study.sampler = instantiate(sampler, seed=seed) if sampler else TPESampler(seed=seed)
     study.pruner = instantiate(s.pruner) if s.get("pruner") else optuna.pruners.NopPruner()
     return study
 
@@ -181,7 +181,6 @@ def objective(cfg: DictConfig, folder: Path, space: tuple[Param, ...]):
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             raise
         del objects
-        pruning.check_pruned()  # a multi-process trial's verdict
         final = {k: float(v) for k, v in metrics.items()}
         trial.set_user_attr("metrics", final)
         if pruning.pruned_epoch is not None:

@@ -49,14 +49,18 @@ def test_eval_shards_are_disjoint_and_cover_the_split(n):
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
-def test_datamodule_pads_train_only(tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_datamodule_pads_train_only(tmp_path, in_memory):
     folder = make_vimh(tmp_path, n_train=21, n_val=9, n_test=7)
-    dm = VIMHDataModule(folder, batch_size=4, in_memory=True)
+    dm = VIMHDataModule(folder, batch_size=4, in_memory=in_memory)
     for split, padded in (("train", True), ("val", False), ("test", False)):
         loaders = [dm.loader(split, shuffle=split == "train", rank=r, world_size=2) for r in (0, 1)]
-        seen = sum(len(x) for loader in loaders for x, _ in loader)
+        seen = [x for loader in loaders for x, _ in loader]
         n = dm.num_records(split)
-        assert seen == (n + n % 2 if padded else n), split
+        assert sum(map(len, seen)) == (n + n % 2 if padded else n), split
+        if not padded:  # every record once, in order
+            inputs = dm.tensors(split)[0]
+            assert torch.equal(torch.cat(seen), inputs), split
 
 
 def read_predictions(folder: Path) -> list[list[str]]:
