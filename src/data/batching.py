@@ -33,8 +33,9 @@ class EpochBatches:
       `world_size - 1` records per epoch.
     - `pad=False` (evaluation): rank r takes the r-th of `world_size` contiguous, balanced
       blocks; the blocks are disjoint and cover the split, so every record is evaluated exactly
-      once. Ranks may then run one batch more or less, which evaluation allows: nothing
-      synchronises per step, and metrics sum their counts across ranks at the epoch's end.
+      once. Ranks may then run one batch more or less, which evaluation allows as long as
+      nothing synchronises per step: the task modules update torchmetrics per step and sync
+      (summing counts across ranks) only at the epoch's end; a per-step `sync_dist` would hang.
     """
 
     def __init__(
