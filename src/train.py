@@ -8,6 +8,7 @@ built from placeholders and no model config restates a dataset fact.
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -23,13 +24,14 @@ from src.paths import CONFIG_DIR
 from src.utils.instantiators import build_trainer
 from src.utils.pylogger import RankedLogger
 from src.utils.runs import CHECKPOINTS, LAST, current_experiment, latest_run, run_of_checkpoint
-from src.utils.utils import extras, get_metric_value, task_wrapper, user_errors
+from src.utils.utils import extras, get_metric_value, task_wrapper, user_errors, write_metrics
 
 log = RankedLogger(__name__)
 
 
-def build(cfg: DictConfig) -> dict:
-    """Datamodule, model (built for the data), callbacks, loggers and trainer from `cfg`."""
+def build(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
+    """Datamodule, model (built for the data), callbacks, loggers and trainer from `cfg`;
+    `callbacks` are added to the configured ones (e.g. a search's pruning callback)."""
     datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
     datamodule.open_splits()  # a missing or empty split fails here, before any training
     spec = datamodule.spec
@@ -40,7 +42,7 @@ def build(cfg: DictConfig) -> dict:
     model = instantiate(
         cfg.model, **spec.model_kwargs(), compile=bool(cfg.trainer.get("compile", False))
     )
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, callbacks)
     return {
         "cfg": cfg,
         "datamodule": datamodule,
@@ -115,11 +117,12 @@ def resume_checkpoint(cfg: DictConfig, objects: dict) -> str | None:
 
 
 @task_wrapper
-def train(cfg: DictConfig) -> tuple[dict, dict]:
-    """Fit, then test the best checkpoint. Returns (metrics, objects) so tests can call it."""
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> tuple[dict, dict]:
+    """Fit, then test the best checkpoint; the final metrics also go to `metrics.json` in the
+    run folder. Returns (metrics, objects) so tests and the search can call it."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    objects = build(cfg)
+    objects = build(cfg, callbacks)
     trainer, model, datamodule = objects["trainer"], objects["model"], objects["datamodule"]
     log_hyperparameters(objects)
 
@@ -144,12 +147,17 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
             log.info(f"Testing the best checkpoint: {ckpt}")
         trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     test_metrics = dict(trainer.callback_metrics)
-    return {**train_metrics, **test_metrics}, objects
+    metrics = {**train_metrics, **test_metrics}
+    if trainer.is_global_zero:
+        write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    return metrics, objects
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
+        if cfg.get("search"):
+            raise ConfigError("this hparams_search config is an Optuna search: run src/search.py")
         extras(cfg)
         metrics, _ = train(cfg)
         return get_metric_value(metrics, cfg.get("optimized_metric"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning_utilities.core.rank_zero import rank_zero_only
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
@@ -25,12 +26,15 @@ class PredictionReport(L.Callback):
     """While testing, keep every record's true and predicted values and classes (the module's
     `predict_step` on each test batch); at the end write the reports to the run folder.
 
-    With several processes each rank sees its own shard; rank 0 writes what it saw.
+    With several processes each rank sees its own shard of the test split (contiguous blocks
+    in rank order, see `EpochBatches`); rank 0 gathers them in that order and writes the reports
+    for every record.
     """
 
     def __init__(self, dirname: str | None = None) -> None:
         self.dirname = dirname
         self.table: dict[str, list[torch.Tensor]] = {}
+        self.gathered: dict[str, np.ndarray] = {}
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.table = {}
@@ -42,11 +46,20 @@ class PredictionReport(L.Callback):
             for name, t in out[kind].items():
                 self.table.setdefault(f"{name}_{kind}", []).append(t.detach().cpu())
 
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        table = {k: torch.cat(v).numpy() for k, v in self.table.items()}
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            shards = [None] * dist.get_world_size()
+            dist.all_gather_object(shards, table)  # every rank takes part, rank 0 keeps them
+            shards = [s for s in shards if s]
+            table = {k: np.concatenate([s[k] for s in shards]) for k in (shards or [{}])[0]}
+        self.gathered = table
+
     @rank_zero_only
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.table:
+        table = self.gathered
+        if not table:
             return
-        table = {k: torch.cat(v).numpy() for k, v in self.table.items()}
         out = Path(trainer.default_root_dir)
         if self.dirname:
             out = out / self.dirname

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from itertools import islice
 
 import numpy as np
 import torch
@@ -63,10 +62,18 @@ class EpochBatches:
     Lightning calls `set_epoch` on a loader's `.sampler` before every training epoch, so the
     shuffle changes per epoch without any wiring. The order is drawn from a `torch.Generator`
     seeded with `seed + epoch`: a uniform permutation, or with `window` a `block_order` (the
-    streaming path's, whose reads then stay local). With several ranks, each takes every
-    `world_size`-th index of a permutation, or its own contiguous part of a block order (its own
-    windows, so each rank reads a disjoint part of the file); either is padded (or, with
-    `drop_last`, cut) to equal lengths so that all ranks run the same number of steps.
+    streaming path's, whose reads then stay local). With several ranks:
+
+    - `pad=True` (training): each rank takes every `world_size`-th index of a permutation, or
+      its own contiguous part of a block order (its own windows, so each rank reads a disjoint
+      part of the file), padded with the start of the order (or, with `drop_last`, cut) to
+      equal lengths, so all ranks run the same number of steps, as gradient synchronisation
+      needs. Padding repeats at most `world_size - 1` records per epoch.
+    - `pad=False` (evaluation): rank r takes the r-th of `world_size` contiguous, balanced
+      blocks; the blocks are disjoint and cover the split, so every record is evaluated exactly
+      once. Ranks may then run one batch more or less, which evaluation allows as long as
+      nothing synchronises per step: the task modules update torchmetrics per step and sync
+      (summing counts across ranks) only at the epoch's end; a per-step `sync_dist` would hang.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class EpochBatches:
         rank: int = 0,
         world_size: int = 1,
         window: int | None = None,
+        pad: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -95,9 +103,13 @@ class EpochBatches:
         self.rank = rank
         self.world_size = world_size
         self.window = window
+        self.pad = pad
         self.epoch = 0
         if world_size == 1:
             self.per_rank = n
+        elif not pad:
+            lo, hi = self.block()
+            self.per_rank = hi - lo
         elif drop_last:
             self.per_rank = n // world_size
         else:
@@ -105,6 +117,16 @@ class EpochBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def block(self) -> tuple[int, int]:
+        """This rank's [start, stop) positions in the epoch order when shards are unpadded."""
+        return self.rank * self.n // self.world_size, (self.rank + 1) * self.n // self.world_size
+
+    @property
+    def contiguous(self) -> bool:
+        """True when this rank's records are one ascending run of indices (in-order batches can
+        then be slices)."""
+        return not self.shuffle and (self.world_size == 1 or not self.pad)
 
     def indices(self) -> torch.Tensor:
         """This rank's record order for the current epoch, int64 (per_rank,)."""
@@ -119,6 +141,9 @@ class EpochBatches:
             order = torch.arange(self.n)
         if self.world_size == 1:
             return order
+        if not self.pad:
+            lo, hi = self.block()
+            return order[lo:hi]
         total = self.per_rank * self.world_size
         if total > self.n:  # pad with the start of the order, as DistributedSampler does
             reps = math.ceil(total / max(self.n, 1))
@@ -226,6 +251,10 @@ class VIMHLoader:
     epoch starts where the saved one stopped, so a run resumed mid-epoch sees exactly the
     batches an uninterrupted run would. (Lightning reads a loader with a length without
     reading ahead, so batches taken are batches trained on.)
+
+    `on_device`: the in-memory tensors already live on the accelerator (the GPU fast path);
+    batches are gathered there with the epoch's index order, sent once per epoch, so no step
+    copies records from the host.
     """
 
     batch_sampler = None  # Lightning's shuffle check looks for it
@@ -240,10 +269,14 @@ class VIMHLoader:
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        on_device: bool = False,
     ) -> None:
         if (inputs is None) == (stream is None):
             raise ValueError("give either in-memory inputs and codes or a stream")
+        if on_device and inputs is None:
+            raise ValueError("on_device needs in-memory inputs and codes")
         self.sampler = batches
+        self.on_device = on_device
         self.inputs = inputs
         self.codes = codes
         self.stream = stream
@@ -288,22 +321,30 @@ class VIMHLoader:
 
     def _iter_memory(self, skip: int = 0) -> Iterator[Batch]:
         s = self.sampler
-        contiguous = not s.shuffle and s.world_size == 1
         inputs, codes = self.inputs, self.codes
-        flat = inputs.numpy().reshape(len(inputs), -1)
-        shape = inputs.shape[1:]
-        codes_np = codes.numpy()
-        for idx in islice(s, skip, None):
-            if contiguous:  # in order: a zero-copy slice
-                lo, hi = int(idx[0]), int(idx[-1]) + 1
+        order, bs = s.indices(), s.batch_size
+        if s.contiguous and len(order):
+            start, stop = int(order[0]), int(order[-1]) + 1
+        elif self.on_device:  # one index transfer per epoch, none per step
+            order = order.to(inputs.device, non_blocking=True)
+        else:
+            flat, shape = inputs.numpy().reshape(len(inputs), -1), inputs.shape[1:]
+            codes_np = codes.numpy()
+        for i in range(skip, len(s)):
+            if s.contiguous:  # in order: a zero-copy slice
+                lo = start + i * bs
+                hi = min(lo + bs, stop)
                 x, y = inputs[lo:hi], codes[lo:hi]
+            elif self.on_device:  # gathered where the tensors live
+                idx = order[i * bs : (i + 1) * bs]
+                x, y = inputs.index_select(0, idx), codes.index_select(0, idx)
             else:
                 # numpy's gather is single-threaded and as fast as torch's; torch's
                 # index_select stalls on its thread pool when the cores are shared.
-                i = idx.numpy()
-                x = torch.from_numpy(np.take(flat, i, axis=0).reshape(len(i), *shape))
-                y = torch.from_numpy(np.take(codes_np, i, axis=0))
-            if self.pin_memory:
+                idx = order[i * bs : (i + 1) * bs].numpy()
+                x = torch.from_numpy(np.take(flat, idx, axis=0).reshape(len(idx), *shape))
+                y = torch.from_numpy(np.take(codes_np, idx, axis=0))
+            if self.pin_memory and not self.on_device:
                 x, y = x.pin_memory(), y.pin_memory()
             yield x, y
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from src.data.batching import Batch, EpochBatches, MemmapBatches, VIMHLoader
+from src.data.placement import placement, split_device
 from src.data.spec import INPUT_KINDS, DataSpec
 from src.data.transforms import Normalize, channel_stats, check_augment, spec_augment
 from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
@@ -59,7 +59,11 @@ class VIMHDataModule(L.LightningDataModule):
     `augment={"freq_mask": F, "time_mask": T, "n_masks": k}`
     masks rows (frequency) and columns (time) of training batches only.
     `representation="audio"` serves the stored waveforms (float32 (B, 1, T), not normalised,
-    never masked) of a dataset generated with `dataset.store_audio=true`.
+    never masked) of a dataset generated with `dataset.store_audio=true`. `on_device`: "auto"
+    keeps in-memory splits on a CUDA device (batches gathered there, no copy per step) when
+    they fit in half its free memory; True on whatever device the model is on; False never.
+    With several processes the batch size is per process; training shards are padded to equal
+    length, validation and test shards are not (each record is evaluated exactly once).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class VIMHDataModule(L.LightningDataModule):
         normalize: bool = True,
         stats_max_records: int = 50_000,
         shuffle_order: str = "auto",
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -89,8 +94,9 @@ class VIMHDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.representation must be one of {REPRESENTATIONS}, got {representation!r}"
             )
-        if in_memory not in ("auto", True, False):
-            raise ConfigError(f"data.in_memory must be 'auto', true or false, got {in_memory!r}")
+        for key, value in (("in_memory", in_memory), ("on_device", on_device)):
+            if value not in ("auto", True, False):
+                raise ConfigError(f"data.{key} must be 'auto', true or false, got {value!r}")
         if shuffle_order not in SHUFFLE_ORDERS:
             raise ConfigError(
                 f"data.shuffle_order must be one of {SHUFFLE_ORDERS}, got {shuffle_order!r}"
@@ -126,6 +132,7 @@ class VIMHDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.stats_max_records = stats_max_records
         self.shuffle_order = shuffle_order
+        self.on_device = on_device
 
         self.dataset: VIMHDataset | None = None  # set once setup is complete
         self._opened: VIMHDataset | None = None
@@ -133,9 +140,10 @@ class VIMHDataModule(L.LightningDataModule):
         self.files: dict[str, str] = {}  # split -> the file its records come from
         self.val_carved = False
         self.use_memory: bool | None = None
+        self.input_bytes = 0  # all splits' inputs, known after setup
         self.normalizer: Normalize | None = None
         self._masker = None if self.augment is None else spec_augment(self.augment)
-        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tensors: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._loaders: dict[tuple, VIMHLoader] = {}
         self._train_means: dict[str, float] | None = None
 
@@ -192,8 +200,8 @@ class VIMHDataModule(L.LightningDataModule):
         if self.representation == "audio":
             for split in ds.splits:
                 ds.audio(split)  # a clear error now, not in a loader worker later
+        need = self.input_bytes = sum(len(ds[s]) for s in ds.splits) * self._record_nbytes()
         if self.in_memory == "auto":
-            need = sum(len(ds[s]) for s in ds.splits) * self._record_nbytes()
             self.use_memory = need <= self.max_memory_gb * 2**30
             log.info(
                 f"{self.data_dir.name}: {need / 2**30:.3f} GiB of {self.representation} inputs; "
@@ -334,28 +342,29 @@ class VIMHDataModule(L.LightningDataModule):
         self.normalizer = Normalize(mean, std)
 
     # --- loaders -------------------------------------------------------------------------------
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is not None and hasattr(trainer, "world_size"):
-            return int(trainer.global_rank), int(trainer.world_size)
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
-    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self, split: str, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """The split as one contiguous tensor (uint8 images or float32 waveforms) and int64
-        codes, loaded once."""
+        codes, loaded once (and copied once to `device`)."""
         self.setup()
-        if split not in self._tensors:
+        if device is not None and device.type != "cpu":
+            if (split, str(device)) not in self._tensors:
+                self._tensors[split, str(device)] = tuple(t.to(device) for t in self.tensors(split))
+            return self._tensors[split, str(device)]
+        if (split, "cpu") not in self._tensors:
             inputs = self._split_inputs(split)
             rows = self.rows[split]
             # A fresh in-memory copy either way (a contiguous memmap would otherwise pass
             # through np.ascontiguousarray uncopied and read-only).
             array = np.array(inputs, order="C") if rows is None else inputs[rows]
             codes = self._split_codes(split).astype(np.int64)
-            self._tensors[split] = (torch.from_numpy(array), torch.from_numpy(codes))
+            self._tensors[split, "cpu"] = (torch.from_numpy(array), torch.from_numpy(codes))
             log.info(f"{self.data_dir.name}: loaded {split} ({len(array)} records) into memory")
-        return self._tensors[split]
+        return self._tensors[split, "cpu"]
+
+    def device(self) -> torch.device | None:
+        """The device in-memory splits live on (the model's, on the GPU fast path), or None."""
+        root = placement(self.trainer)[2]
+        return split_device(self.on_device, bool(self.use_memory), root, self.input_bytes)
 
     def _record_nbytes(self) -> int:
         """Bytes of one record's inputs as served (float32 waveform or uint8 image)."""
@@ -393,17 +402,24 @@ class VIMHDataModule(L.LightningDataModule):
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        pad: bool | None = None,
     ) -> VIMHLoader:
-        """A (cached) loader of one split; rank/world_size default to the running trainer's."""
+        """A (cached) loader of one split; rank/world_size default to the running trainer's;
+        `pad` (default: train only) evens out the ranks' shards (see `EpochBatches`)."""
         self.setup()
         if rank is None or world_size is None:
-            rank, world_size = self._rank_world()
+            rank, world_size, _ = placement(self.trainer)
         batch_size = batch_size or self.batch_size
-        key = (split, shuffle, batch_size, drop_last, rank, world_size)
+        pad = split == "train" if pad is None else pad
+        device = self.device()
+        key = (split, shuffle, batch_size, drop_last, rank, world_size, pad, str(device))
         if key in self._loaders:
             return self._loaders[key]
+        n = self.num_records(split)
+        if not pad and n < world_size:
+            raise ConfigError(f"{self.data_dir}: {split} has {n} records for {world_size} ranks")
         batches = EpochBatches(
-            self.num_records(split),
+            n,
             batch_size,
             shuffle=shuffle,
             seed=self.shuffle_seed,
@@ -411,10 +427,17 @@ class VIMHDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             window=self._window(batch_size) if shuffle else None,
+            pad=pad,
         )
         if self.use_memory:
-            inputs, codes = self.tensors(split)
-            loader = VIMHLoader(batches, inputs=inputs, codes=codes, pin_memory=self.pin_memory)
+            inputs, codes = self.tensors(split, device)
+            loader = VIMHLoader(
+                batches,
+                inputs=inputs,
+                codes=codes,
+                pin_memory=self.pin_memory,
+                on_device=device is not None,
+            )
         else:
             loader = VIMHLoader(
                 batches,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 import torch
 from hydra.utils import instantiate
@@ -41,8 +43,9 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return _instantiate_group(cfg, "loggers")
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer of `cfg.trainer` with `cfg.callbacks` and `cfg.logger`, for train and eval.
+def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """The Trainer of `cfg.trainer` with `cfg.callbacks` (plus `extra_callbacks`, made in code)
+    and `cfg.logger`, for train and eval.
 
     The trainer group also carries two settings that are not Trainer arguments: `compile`
     (read by the task when it builds the model) and `matmul_precision`, applied here.
@@ -51,6 +54,6 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     runtime = {k: tcfg.pop(k, None) for k in RUNTIME_KEYS}
     if runtime["matmul_precision"]:
         torch.set_float32_matmul_precision(runtime["matmul_precision"])
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), *extra_callbacks]
     loggers = instantiate_loggers(cfg.get("logger"))
     return instantiate(tcfg, callbacks=callbacks, logger=loggers or False)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -44,9 +46,9 @@ def task_wrapper(task: Callable[[DictConfig], tuple[dict, dict]]) -> Callable:
     """
 
     @wraps(task)
-    def wrapped(cfg: DictConfig) -> tuple[dict, dict]:
+    def wrapped(cfg: DictConfig, *args: Any, **kwargs: Any) -> tuple[dict, dict]:
         try:
-            return task(cfg)
+            return task(cfg, *args, **kwargs)
         except Exception as e:
             err = user_error(e)
             if err is None:
@@ -99,3 +101,14 @@ def get_metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
         )
     value = metrics[name]
     return float(value.item() if hasattr(value, "item") else value)
+
+
+def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
+    """A run's final metrics as a JSON object of floats (what sweep collectors read), written
+    atomically."""
+    values = {k: float(v.item() if hasattr(v, "item") else v) for k, v in sorted(metrics.items())}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(values, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,111 @@
+"""The GPU fast path (in-memory splits on the model's device, batches gathered there) and its
+benchmark, exercised on the CPU: `data.on_device=true` takes the same code path on any device.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from src.data.datamodule import VIMHDataModule
+from src.data.placement import split_device
+from src.errors import ConfigError
+from src.paths import PROJECT_ROOT
+from src.train import train
+from tests.helpers.runs import QUIET, on
+from tests.helpers.vimh import make_vimh
+from tests.test_scripts import load_script
+
+
+def batches(dm, split, rank, epoch):
+    loader = dm.loader(split, shuffle=split == "train", rank=rank, world_size=2)
+    loader.sampler.set_epoch(epoch)
+    return loader, [(x.clone(), y.clone()) for x, y in loader]
+
+
+def test_device_gathered_batches_equal_host_gathered_ones(tmp_path):
+    folder = make_vimh(tmp_path, n_train=50, n_val=11, n_test=13)
+    dm = VIMHDataModule(folder, batch_size=8, in_memory=True)
+    for split in ("train", "val"):
+        for rank in (0, 1):
+            dm.on_device = "auto"  # on a CPU: host memory
+            host_loader, host = batches(dm, split, rank, epoch=3)
+            dm.on_device = True
+            dev_loader, dev = batches(dm, split, rank, epoch=3)
+            assert not host_loader.on_device and dev_loader.on_device
+            assert len(host) == len(dev) > 0
+            for (a, b), (c, d) in zip(host, dev):
+                assert torch.equal(a, c) and torch.equal(b, d)
+
+
+def test_split_device_decides_where_splits_live(tmp_path):
+    cpu = torch.device("cpu")
+    assert split_device("auto", True, cpu, 10) is None  # only a CUDA device is worth it
+    assert split_device(False, True, cpu, 10) is None
+    assert split_device(True, True, cpu, 10) == cpu
+    assert split_device("auto", False, cpu, 10) is None
+    with pytest.raises(ConfigError, match="in-memory path"):
+        split_device(True, False, cpu, 10)
+    with pytest.raises(ConfigError, match=r"data\.on_device"):
+        VIMHDataModule(tmp_path, on_device="yes")
+
+
+def test_training_on_device_batches_matches_host_batches(compose_cfg, toy, one_thread):
+    results = []
+    for on_device in ("true", "false"):
+        cfg = compose_cfg(
+            "train",
+            [
+                *on(toy),
+                "trainer.max_epochs=1",
+                "test=false",
+                "logger=none",
+                "callbacks.lr_monitor=null",
+                f"data.on_device={on_device}",
+                *QUIET,
+            ],
+            out=f"run_{on_device}",
+        )
+        metrics, objects = train(cfg)
+        assert objects["trainer"].train_dataloader.on_device == (on_device == "true")
+        results.append({k: float(v) for k, v in metrics.items()})
+    assert results[0] == results[1]
+
+
+@pytest.fixture(scope="module")
+def bench_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench_data")
+
+
+def run_bench(monkeypatch, tmp_path, data_dir, *args):
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "scripts"))
+    markdown = tmp_path / "performance.md"
+    markdown.write_text("# Performance\n")
+    out = tmp_path / "bench.json"
+    argv = ["--tiny", "--data-dir", str(data_dir), "--json", str(out), "--markdown", str(markdown)]
+    result = load_script("bench_gpu").main([*argv, *args])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    if not torch.cuda.is_available():  # GPU figures only in the GPU section
+        assert markdown.read_text() == "# Performance\n"
+    return result
+
+
+def test_bench_gpu_tiny_setting_on_cpu(monkeypatch, tmp_path, bench_data, one_thread):
+    result = run_bench(monkeypatch, tmp_path, bench_data, "--models", "cnn_10k", "stft_cnn_77k")
+    assert {(r["data"], r["placement"]) for r in result["loading"]} == {
+        (d, p) for d in ("saw", "saw_audio") for p in ("device", "host, copied per step")
+    }
+    assert all(r["records_per_s"] > 0 for r in result["loading"])
+    assert [r["model"] for r in result["end_to_end"]] == ["cnn_10k", "stft_cnn_77k"]
+    for row in result["end_to_end"]:
+        assert set(row["records_per_s"]) == {"fp32", "fp32, host batches"}
+        assert all(v > 0 for v in row["records_per_s"].values()) and row["params"] > 1000
+
+
+@pytest.mark.slow
+def test_bench_gpu_tiny_covers_every_family(monkeypatch, tmp_path, bench_data, one_thread):
+    result = run_bench(monkeypatch, tmp_path, bench_data)
+    models = [r["model"] for r in result["end_to_end"]]
+    assert models == ["cnn_10k", "vit_25k", "lstm_20k", "stft_cnn_77k"]
