@@ -4,6 +4,7 @@ from src.callbacks.filterbank_plot import FilterbankPlot
 from src.callbacks.grad_stats import GradientStats
 from src.callbacks.head_table import HeadMetricsTable
 from src.callbacks.predictions import PredictionReport
+from src.callbacks.resynthesis import ResynthesisReport
 from src.callbacks.speed import TrainingSpeed
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "GradientStats",
     "HeadMetricsTable",
     "PredictionReport",
+    "ResynthesisReport",
     "TrainingSpeed",
 ]

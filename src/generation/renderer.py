@@ -60,13 +60,24 @@ class Renderer:
             k: torch.from_numpy(v.astype(np.float32))
             for k, v in values_from_codes(self.params, codes).items()
         }
-        audio = self.synth.render(values, self.sample_rate, self.n_samples, generator)
+        audio = self.audio(values, generator)
+        return self.image(audio).numpy(), audio
+
+    def audio(self, values: Mapping[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """(B, n_samples) notes of every synth parameter's (B,) natural values, nuisance added.
+
+        Resynthesis renders predicted values through this too, so a prediction is heard with
+        the synth, settings and nuisance stream that made the dataset."""
+        audio = self.synth.render(dict(values), self.sample_rate, self.n_samples, generator)
         if self.noise_db is not None:
             gain = 10 ** (self.noise_db / 20)
             audio = audio.add_(noise_windows(audio.shape, generator), alpha=gain)
+        return audio
+
+    def image(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) uint8 images of (B, n_samples) audio (generation and prediction)."""
         with torch.inference_mode():
-            pixels = self.imager(audio)
-        return pixels.numpy(), audio
+            return self.imager(audio)
 
 
 def split_sizes(size: int, fractions: Mapping[str, float]) -> dict[str, int]:
