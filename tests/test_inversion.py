@@ -74,3 +74,16 @@ def test_other_scales_and_channel_choice(saw, one_thread, scale):
     assert sc.median() < 0.75 and sc_other.median() - sc.median() > 0.2
     with pytest.raises(ValueError, match="only power channels"):
         SpectrogramInverter(imager, channel=0)
+
+
+def test_viewer_writes_what_the_network_saw(saw, tmp_path, monkeypatch, one_thread):
+    from tests.test_scripts import load_script
+
+    viewer = load_script("view_vimh")
+    argv = ["view_vimh.py", str(saw.root), "-n", "2", "--wav", "1", "--invert", "2"]
+    monkeypatch.setattr("sys.argv", [*argv, "--gl-iter", "4", "--out", str(tmp_path)])
+    viewer.main()
+    inverted = sorted(tmp_path.glob("*_inverted.wav"))
+    stored = [p for p in tmp_path.glob("*.wav") if p not in inverted]
+    assert len(inverted) == 2 and len(stored) == 1
+    assert len(list(tmp_path.glob("*.png"))) == 1

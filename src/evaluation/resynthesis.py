@@ -7,7 +7,7 @@ true values rendered the same way) by the metrics of `src/metrics/audio.py`, plu
 absolute error. Predictors: the model, the `oracle` (true values: zero distance up to float
 error, a check of the whole chain), the `train_mean` and the nearest train image
 (`nn_pixels`). Rendering runs one generation batch at a time for every predictor (vectorized,
-as fast as generation); metrics are computed in chunks.
+as fast as generation); metrics are computed in cache-sized chunks.
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ from src.evaluation.baselines import nearest_neighbour_values, train_mean_values
 from src.generation.rebuild import DatasetRenderer, renderer_from_info
 from src.metrics.audio import METRICS, AudioComparison, summarize
 from src.utils.pylogger import RankedLogger
+from src.utils.threads import intra_op_threads
 
 log = RankedLogger(__name__)
 
-METRIC_CHUNK = 256  # records per metric pass: keeps the spectra of a chunk in memory only
+# Records per metric pass, on one thread: the spectra of 32 notes stay in cache, and the many
+# small ops run 2-4x faster than on whole batches with shared threads (measured).
+METRIC_CHUNK = 32
 
 
 def error_key(head: str) -> str:
@@ -124,12 +127,13 @@ def evaluate_resynthesis(
             target = torch.from_numpy(np.array(stored[start:stop]))
         else:
             target = audio["oracle"]
-        for c0 in range(0, stop - start, METRIC_CHUNK):
-            c1 = min(c0 + METRIC_CHUNK, stop - start)
-            compare = AudioComparison(target[c0:c1], dr.sample_rate)
-            for name in preds:
-                for metric, v in compare(audio[name][c0:c1]).items():
-                    records[name][metric][start + c0 : start + c1] = v.numpy()
+        with intra_op_threads(1):
+            for c0 in range(0, stop - start, METRIC_CHUNK):
+                c1 = min(c0 + METRIC_CHUNK, stop - start)
+                compare = AudioComparison(target[c0:c1], dr.sample_rate)
+                for name in preds:
+                    for metric, v in compare(audio[name][c0:c1]).items():
+                        records[name][metric][start + c0 : start + c1] = v.numpy()
         want = max(0, min(n_listen, stop) - start)
         if want:
             listen["target"].append(target[:want])

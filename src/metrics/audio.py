@@ -39,8 +39,8 @@ def stft_power(audio: Tensor, n_fft: int, hop: int | None = None, window: str = 
 
 def spectral_convergence(pred_mag: Tensor, target_mag: Tensor) -> Tensor:
     """||target - pred||_F / ||target||_F over each record's magnitude spectrogram (0 = equal)."""
-    num = (target_mag - pred_mag).flatten(1).norm(dim=1)
-    return num / target_mag.flatten(1).norm(dim=1).clamp_min(1e-12)
+    num = torch.linalg.vector_norm(target_mag - pred_mag, dim=(-2, -1))
+    return num / torch.linalg.vector_norm(target_mag, dim=(-2, -1)).clamp_min(1e-12)
 
 
 def log_spectral_distance(pred_power: Tensor, target_power: Tensor) -> Tensor:
@@ -76,7 +76,7 @@ class AudioComparison:
         self.lsd_fft = int(lsd_fft)
         self._power = self._all_spectra(self.target)
         self._log = {n: p.log() for n, p in self._power.items()}
-        self._energy = {n: p.flatten(1).sum(dim=1) for n, p in self._power.items()}
+        self._energy = {n: p.sum(dim=(-2, -1)) for n, p in self._power.items()}
         self._centroid = centroid_hz(self._power[self.lsd_fft], self.sample_rate)
 
     def _all_spectra(self, audio: Tensor) -> dict[int, Tensor]:
@@ -93,10 +93,10 @@ class AudioComparison:
         for n in self.fft_sizes:
             pt, pp = self._power[n], power[n]
             # ||sqrt(pt) - sqrt(pp)||^2 = sum pt + sum pp - 2 sum sqrt(pt pp)
-            cross = (pt * pp).sqrt_().flatten(1).sum(dim=1)
-            e_t, e_p = self._energy[n], pp.flatten(1).sum(dim=1)
+            cross = (pt * pp).sqrt_().sum(dim=(-2, -1))
+            e_t, e_p = self._energy[n], pp.sum(dim=(-2, -1))
             sc = (e_t + e_p - 2 * cross).clamp_min(0).sqrt() / e_t.clamp_min(1e-24).sqrt()
-            log_mag = 0.5 * (self._log[n] - logs[n]).abs_().flatten(1).mean(dim=1)
+            log_mag = 0.5 * (self._log[n] - logs[n]).abs_().mean(dim=(-2, -1))
             mr += sc + log_mag
         db_diff = (self._log[self.lsd_fft] - logs[self.lsd_fft]).mul_(10.0 / math.log(10.0))
         lsd = db_diff.square_().mean(dim=1).sqrt_().mean(dim=1)
