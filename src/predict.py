@@ -90,6 +90,8 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     specs = model.specs
     heads = [s.name for s in specs]
     names = [f"{i:03d}_{Path(f['file']).stem}" for i, f in enumerate(facts)]
+    root = Path(cfg.audio) if Path(cfg.audio).is_dir() else Path(cfg.audio).parent
+    shown = [str(Path(f["file"]).relative_to(root)) for f in facts]
     rows = [
         [
             i,
@@ -134,7 +136,7 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
                     notes[i],
                     resynth[i],
                     renderer.imager,
-                    title=f"{facts[i]['file']} (onset {facts[i]['onset_s']:.3f} s)",
+                    title=f"{shown[i]} (onset {facts[i]['onset_s']:.3f} s)",
                     table=table,
                     col_labels=["parameter", "predicted"],
                     labels=("input, as the model heard it", "resynthesis of the prediction"),
