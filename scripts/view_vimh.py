@@ -1,6 +1,8 @@
-"""Render a grid of VIMH records with their decoded labels (and write WAVs when audio is stored).
+"""Render a grid of VIMH records with their decoded labels, and write WAVs: the stored notes when
+the dataset has them, and the images turned back into sound (what the network saw).
 
     python scripts/view_vimh.py [DATASET_DIR] [--data saw] [--split train] [-n 16] [--wav 4]
+        [--invert 4] [--gl-iter 32]
 
 Without DATASET_DIR it shows the dataset of a data config (default `saw`, generating it first
 if it is missing).
@@ -10,7 +12,6 @@ Frequency runs upward, time to the right; each channel of a record is drawn side
 from __future__ import annotations
 
 import argparse
-import wave
 from pathlib import Path
 
 import matplotlib
@@ -18,9 +19,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from src.data.provision import dataset_folder
 from src.data.vimh import VIMHDataset
+from src.errors import DataError
+from src.evaluation.audio_io import write_wav
+from src.generation.rebuild import imager_from_info
+from src.imaging.inversion import SpectrogramInverter
 from src.paths import PROJECT_ROOT
 from src.utils.config import compose_config
 
@@ -58,13 +64,8 @@ def render_grid(ds: VIMHDataset, split: str, indices: np.ndarray, path: Path) ->
     return path
 
 
-def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
+def record_tag(ds: VIMHDataset, values: np.ndarray) -> str:
+    return "_".join(f"{p.name}{v:.3g}" for p, v in zip(ds.params, values))
 
 
 def main() -> None:
@@ -76,6 +77,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="which records (random, seeded)")
     ap.add_argument("--out", default=str(PROJECT_ROOT / "logs" / "view"), help="output folder")
     ap.add_argument("--wav", type=int, default=4, help="WAVs to write when audio is stored")
+    ap.add_argument(
+        "--invert", type=int, default=4, help="records whose image is inverted to a WAV"
+    )
+    ap.add_argument("--gl-iter", type=int, default=32, help="Griffin-Lim iterations")
     args = ap.parse_args()
 
     if args.dataset:
@@ -90,14 +95,27 @@ def main() -> None:
     out = Path(args.out)
     png = render_grid(ds, args.split, idx, out / f"{root.name}_{args.split}.png")
     print(f"wrote {png}")
+    values = ds[args.split].values()
     if ds.audio_available and args.wav > 0:
         audio = ds.audio(args.split)
         sr = int(ds.info.raw["sample_rate"])
         for i in idx[: args.wav]:
-            vals = ds[args.split].values()[i]
-            tag = "_".join(f"{p.name}{v:.3g}" for p, v in zip(ds.params, vals))
-            path = out / f"{root.name}_{args.split}_{i}_{tag}.wav"
+            path = out / f"{root.name}_{args.split}_{i}_{record_tag(ds, values[i])}.wav"
             write_wav(path, np.asarray(audio[i]), sr)
+            print(f"wrote {path}")
+    if args.invert > 0:
+        try:
+            imager = imager_from_info(ds.info)
+        except DataError as e:
+            print(f"no inversion: {e}")
+            return
+        pick = idx[: args.invert]
+        images = torch.from_numpy(np.array(ds[args.split].images[pick]))
+        heard = SpectrogramInverter(imager, n_iter=args.gl_iter)(images)
+        for i, note in zip(pick, heard):
+            tag = record_tag(ds, values[i])
+            path = out / f"{root.name}_{args.split}_{i}_{tag}_inverted.wav"
+            write_wav(path, note, imager.sample_rate)
             print(f"wrote {path}")
 
 

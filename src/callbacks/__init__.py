@@ -5,6 +5,7 @@ from src.callbacks.grad_stats import GradientStats
 from src.callbacks.head_table import HeadMetricsTable
 from src.callbacks.predictions import PredictionReport
 from src.callbacks.resume import ResumeState
+from src.callbacks.resynthesis import ResynthesisReport
 from src.callbacks.speed import TrainingSpeed
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "HeadMetricsTable",
     "PredictionReport",
     "ResumeState",
+    "ResynthesisReport",
     "TrainingSpeed",
 ]

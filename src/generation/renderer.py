@@ -50,14 +50,30 @@ class Renderer:
             k: torch.from_numpy(v.astype(np.float32))
             for k, v in values_from_codes(self.params, codes).items()
         }
+        audio = self.audio(values, generator, groups)
+        return self.image(audio).numpy(), audio
+
+    def audio(
+        self,
+        values: Mapping[str, torch.Tensor],
+        generator: torch.Generator,
+        groups: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """(B, n_samples) notes of every synth parameter's (B,) natural values, nuisance added.
+
+        Resynthesis renders predicted values through this too, so a prediction is heard with
+        the synth, settings and nuisance stream that made the dataset."""
+        values = dict(values)
         random = Randomness(generator, None if groups is None else torch.as_tensor(groups))
         labelled = {p.spec.name for p in self.varying}
         self.nuisance.adjust_values(values, labelled, random)
         audio = self.synth.render(values, self.sample_rate, self.n_samples, random)
-        audio = self.nuisance.adjust_audio(audio, self.sample_rate, random)
+        return self.nuisance.adjust_audio(audio, self.sample_rate, random)
+
+    def image(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) uint8 images of (B, n_samples) audio (generation and prediction)."""
         with torch.inference_mode():
-            pixels = self.imager(audio)
-        return pixels.numpy(), audio
+            return self.imager(audio)
 
 
 def split_sizes(size: int, fractions: Mapping[str, float]) -> dict[str, int]:

@@ -29,12 +29,25 @@ def flat_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images).reshape(len(images), -1)).float()
 
 
-def nearest(train: torch.Tensor, query: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """Index of each query row's nearest train row (Euclidean), chunked over queries."""
-    out = torch.empty(len(query), dtype=torch.long)
-    for s in range(0, len(query), chunk):
-        out[s : s + chunk] = torch.cdist(query[s : s + chunk], train).argmin(dim=1)
-    return out
+def nearest(
+    train_images, query_images, query_chunk: int = 1024, train_chunk: int = 16384
+) -> np.ndarray:
+    """(Nq,) index of each query record's nearest train record (Euclidean on raw pixels, any
+    (N, ...) arrays or tensors). Chunked over both sets with `torch.cdist`, so memory stays
+    bounded for any train size; ties go to the lower train index."""
+    queries = torch.as_tensor(np.asarray(query_images)).flatten(1).float()
+    best_d = torch.full((len(queries),), float("inf"))
+    best_i = torch.zeros(len(queries), dtype=torch.int64)
+    for t0 in range(0, len(train_images), train_chunk):
+        train = torch.as_tensor(np.asarray(train_images[t0 : t0 + train_chunk]))
+        train = train.flatten(1).float()
+        for q0 in range(0, len(queries), query_chunk):
+            q = slice(q0, q0 + query_chunk)
+            d, i = torch.cdist(queries[q], train).min(dim=1)
+            better = d < best_d[q]
+            best_d[q] = torch.where(better, d, best_d[q])
+            best_i[q] = torch.where(better, i + t0, best_i[q])
+    return best_i.numpy()
 
 
 def as_predictions(specs: Sequence[ParamSpec], values: np.ndarray) -> Predictions:
@@ -119,7 +132,7 @@ def baseline_predictions(
     chance = np.stack([rng.integers(0, s.num_classes, n_test) for s in specs], axis=1)
     means = decoded["train"].mean(axis=0)
     x_train, x_val, x_test = flat_pixels(train[0]), flat_pixels(val[0]), flat_pixels(test[0])
-    nn = nearest(x_train, x_test).numpy()
+    nn = nearest(train[0], test[0])
     probe = ridge_probe(x_train, classes["train"], specs, x_val, classes["val"], x_test)
     return {
         "chance": as_predictions(specs, class_values(specs, chance)),

@@ -12,8 +12,6 @@ sample loop only runs 13 in-place batch-wide ops per step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
@@ -27,6 +25,7 @@ from src.synth.base import (
     soft_limit_,
 )
 from src.synth.saw import half_saw_any_
+from src.utils.threads import intra_op_threads
 
 __all__ = ["MoogSynth", "ladder_loop"]
 
@@ -68,26 +67,6 @@ def ladder_loop(
         s3.lerp_(y, 2.0)
         lerp(s4, y, gt, out=ot)
         s4.lerp_(ot, 2.0)
-
-
-@contextmanager
-def _intra_op_threads(n: int) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count.
-
-    The sample loop works on rows of a few thousand floats. Most ops stay serial at that
-    size, but VML-backed ones (tanh) split work across threads from 2048 elements on, and
-    the per-op fork/join then costs more than the op - catastrophically so (~1 ms per op)
-    when another process holds a core.
-    """
-    prev = torch.get_num_threads()
-    if prev == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 class MoogSynth(Synth):
@@ -222,7 +201,7 @@ class MoogSynth(Synth):
             torch.addcmul(den_c0, kab, den_c4, out=tb_).reciprocal_()
             xb.mul_(tb_)
             torch.addcmul(tb_, gb, tb_, value=-1.0, out=kab).mul_(den_c4)
-            with _intra_op_threads(1):
+            with intra_op_threads(1):
                 ladder_loop(gb, xb, kab, y[n0 : n0 + m], state, scratch)
         return y
 

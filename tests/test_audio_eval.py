@@ -1,0 +1,180 @@
+"""Hear and measure a trained model: the resynthesis report of src/eval.py (callbacks=
+eval_audio) and src/predict.py on WAV/FLAC files this test renders itself at another sample
+rate, both with a small model trained here on an easy generated saw dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from src.data.vimh import INFO_FILENAME, VIMHDataset
+from src.errors import DataError
+from src.eval import evaluate
+from src.predict import predict
+from src.synth.saw import SawSynth
+from src.train import train
+from tests.conftest import compose_config
+from tests.helpers.runs import QUIET, on, raises_user_error
+from tests.helpers.synth_data import make_saw_dataset
+from tests.helpers.vimh import make_vimh
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset folder, best checkpoint) of cnn_10k trained a few epochs on easy saw notes."""
+    root = tmp_path_factory.mktemp("audio_eval")
+    folder = make_saw_dataset(root / "data", size=1000, batch_size=128, seed=5)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = compose_config(
+            "train",
+            root / "train",
+            [
+                *on(folder),
+                "model=cnn_10k",
+                "trainer.max_epochs=6",
+                "data.batch_size=32",
+                "callbacks.lr_monitor=null",
+                "logger=none",
+                *QUIET,
+            ],
+        )
+        _, objects = train(cfg)
+    finally:
+        torch.set_num_threads(n)
+        GlobalHydra.instance().clear()
+    return folder, Path(objects["trainer"].checkpoint_callback.best_model_path)
+
+
+def test_eval_writes_the_resynthesis_report(compose_cfg, trained, one_thread):
+    folder, ckpt = trained
+    cfg = compose_cfg(
+        "eval",
+        [
+            *on(folder),
+            f"ckpt_path={ckpt}",
+            "callbacks=eval_audio",
+            "callbacks.rich_progress_bar=null",
+            "callbacks.resynthesis.max_records=100",
+            "callbacks.resynthesis.n_listen=2",
+            "logger=none",
+        ],
+    )
+    _, objects = evaluate(cfg)
+    out = Path(cfg.paths.output_dir) / "resynthesis"
+    summary = json.loads((out / "resynthesis_summary.json").read_text())
+    assert summary["records"] == 100 and summary["target"] == "stored"
+    s = summary["summary"]
+    assert set(s) == {"model", "oracle", "train_mean", "nn_pixels"}
+    assert s["oracle"]["mrstft"]["mean"] < 1e-6 and s["oracle"]["lsd_db"]["mean"] < 1e-6
+    # A trained model sounds closer to the truth than the train mean does.
+    for metric in ("mrstft", "lsd_db", "centroid_err_hz"):
+        assert s["model"][metric]["median"] < s["train_mean"][metric]["median"], metric
+    with open(out / "resynthesis_records.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 100 and {"abs_err_pitch", "pred_decay", "snr_db"} <= set(rows[0])
+    # The report's model values are the module's decoded predictions (natural units).
+    with open(Path(cfg.paths.output_dir) / "predictions.csv") as f:
+        from_eval = [float(r["pitch_pred"]) for r in csv.DictReader(f)][:100]
+    ours = np.array([float(r["pred_pitch"]) for r in rows if r["predictor"] == "model"])
+    np.testing.assert_allclose(ours, from_eval, rtol=1e-5)
+    for i in range(2):
+        for kind in ("target", "model"):
+            path = out / f"record_{i:03d}_{kind}.wav"
+            with wave.open(str(path)) as w:
+                assert (w.getsampwidth(), w.getframerate(), w.getnframes()) == (2, 8000, 8000)
+        assert (out / f"record_{i:03d}.png").stat().st_size > 0
+    assert not (out / "record_002.png").exists()
+    assert (out / "resynthesis_metrics.png").stat().st_size > 0
+    result = next(c for c in objects["trainer"].callbacks if hasattr(c, "result")).result
+    assert result.n_records == 100
+
+
+def render_notes(values: dict[str, list[float]], sample_rate: int) -> torch.Tensor:
+    tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+    tensors["attack"] = torch.full_like(tensors["pitch"], 0.005)
+    return SawSynth().render(tensors, sample_rate, sample_rate, torch.Generator().manual_seed(7))
+
+
+def test_predict_recovers_known_parameters_at_another_rate(
+    compose_cfg, trained, tmp_path, one_thread
+):
+    folder, ckpt = trained
+    truth = {
+        "pitch": [45.0, 51.0, 57.0, 63.0, 69.0, 57.0],
+        "level": [0.0, -6.0, -12.0, -18.0, -6.0, -12.0],
+        "decay": [12.0, 30.0, 48.0, 30.0, 12.0, 48.0],
+    }
+    sr = 22050
+    notes = render_notes(truth, sr).numpy()
+    wavs = tmp_path / "mine"
+    wavs.mkdir()
+    for i in range(4):
+        sf.write(wavs / f"note{i}.wav", notes[i], sr, subtype="PCM_16")
+    sf.write(wavs / "stereo.flac", np.stack([notes[4], notes[4]], axis=1), sr)
+    late = np.concatenate([np.zeros(sr // 5, np.float32), notes[5]])
+    sf.write(wavs / "z_late.wav", late, sr)
+    cfg = compose_cfg(
+        "predict", [*on(folder), f"ckpt_path={ckpt}", f"audio={wavs}", "onset=detect"]
+    )
+    _, objects = predict(cfg)
+    ds = VIMHDataset(folder)
+    names = [Path(f["file"]).name for f in objects["files"]]
+    assert names == [
+        "note0.wav",
+        "note1.wav",
+        "note2.wav",
+        "note3.wav",
+        "stereo.flac",
+        "z_late.wav",
+    ]
+    assert objects["files"][5]["onset_s"] == pytest.approx(0.2, abs=0.006)
+    for spec in ds.params:
+        want = spec.class_index(np.array(truth[spec.name]))
+        got = objects["classes"][spec.name]
+        assert np.abs(got - want).max() <= 1, (spec.name, got, want)
+    out = Path(cfg.paths.output_dir)
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and float(rows[0]["pitch"]) == pytest.approx(
+        objects["values"]["pitch"][0]
+    )
+    info = sf.info(str(out / "004_stereo_resynth.wav"))
+    assert (info.samplerate, info.frames, info.subtype) == (8000, 8000, "PCM_16")
+    assert (out / "005_z_late.png").stat().st_size > 0
+
+
+def test_predict_refuses_what_it_cannot_use(compose_cfg, trained, tmp_path):
+    folder, ckpt = trained
+    (tmp_path / "empty").mkdir()
+    cfg = compose_cfg("predict", [*on(folder), f"ckpt_path={ckpt}", f"audio={tmp_path}/empty"])
+    with raises_user_error(DataError, match="holds no audio files"):
+        predict(cfg)
+    (tmp_path / "junk.wav").write_bytes(b"junk")
+    cfg = compose_cfg("predict", [*on(folder), f"ckpt_path={ckpt}", f"audio={tmp_path}/junk.wav"])
+    with raises_user_error(DataError, match=r"junk\.wav: cannot read it as audio"):
+        predict(cfg)
+    # A dataset whose synth cannot be rebuilt from its JSON.
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / INFO_FILENAME).read_text())
+    info["synth_config"]["module"]["_target_"] = "builtins.eval"
+    (copy / INFO_FILENAME).write_text(json.dumps(info))
+    cfg = compose_cfg("predict", [*on(copy), f"ckpt_path={ckpt}", f"audio={tmp_path}/junk.wav"])
+    with raises_user_error(DataError, match="only the project's synths"):
+        predict(cfg)
+    # A dataset with other labels than the checkpoint's.
+    other = make_vimh(tmp_path / "other")
+    cfg = compose_cfg("predict", [*on(other), f"ckpt_path={ckpt}", f"audio={tmp_path}/junk.wav"])
+    with raises_user_error(DataError, match="but dataset .* labels"):
+        predict(cfg)
