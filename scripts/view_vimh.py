@@ -21,10 +21,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from src.audio.io import write_wav
 from src.data.provision import dataset_folder
 from src.data.vimh import VIMHDataset
 from src.errors import DataError
-from src.evaluation.audio_io import write_wav
 from src.generation.rebuild import imager_from_info
 from src.imaging.inversion import SpectrogramInverter
 from src.paths import PROJECT_ROOT

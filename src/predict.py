@@ -2,7 +2,7 @@
 audio=<file or folder>`.
 
 Each file is read (soundfile), mixed to mono, resampled to the dataset's rate and cut or
-padded to its note length (`src/evaluation/audio_io.py`), then imaged by the dataset's own
+padded to its note length (`src/audio/io.py`), then imaged by the dataset's own
 imager rebuilt from its JSON through the renderer generation uses, normalised with the
 checkpoint's statistics, and passed through the model. The run folder gets predictions.csv
 (every head in natural units, and its class), and per file the note as the model heard it,
@@ -18,9 +18,9 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from src.audio.io import audio_files, load_notes, write_wav
 from src.data.provision import build_datamodule
 from src.errors import ConfigError, DataError
-from src.evaluation.audio_io import audio_files, load_notes, write_wav
 from src.evaluation.report import comparison_figure, csv_text, write_text
 from src.generation.rebuild import renderer_from_info
 from src.models.tasks import datamodule_state, module_from_checkpoint, read_checkpoint

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.evaluation.audio_io import write_wav
+from src.audio.io import write_wav
 from src.evaluation.resynthesis import Resynthesis, error_key
 from src.imaging import SpectrogramImager
 from src.metrics.audio import HIGHER_IS_BETTER, METRICS

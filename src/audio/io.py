@@ -112,3 +112,32 @@ def write_wav(path: Path, audio: np.ndarray | torch.Tensor, sample_rate: int) ->
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def load_clips(
+    files: list[Path], sample_rate: int, clip_samples: int, hop: int | None = None
+) -> tuple[torch.Tensor, list[dict]]:
+    """(N, clip_samples) float32 clips cut from whole files at `sample_rate`, and where each
+    came from ({"file", "start_s"}): every file mono and resampled, then cut every `hop`
+    samples (default: back to back). A file shorter than one clip gives one zero-padded clip;
+    a tail shorter than half a clip is dropped. For recordings that are not single notes
+    (phrases, speech, music) used by the sequence and codec tasks.
+    """
+    hop = hop or clip_samples
+    if clip_samples < 1 or hop < 1:
+        raise ValueError(f"need clip_samples >= 1 and hop >= 1, got {clip_samples}, {hop}")
+    clips, where = [], []
+    for path in files:
+        mono, rate = read_audio(path)
+        x = torch.from_numpy(mono)
+        if rate != sample_rate:
+            x = torchaudio.functional.resample(x, rate, sample_rate)
+        starts = list(range(0, max(len(x) - clip_samples, 0) + 1, hop))
+        tail = len(x) - (starts[-1] + hop) if len(x) > clip_samples else 0
+        if tail >= clip_samples // 2:
+            starts.append(starts[-1] + hop)
+        for s in starts:
+            piece = x[s : s + clip_samples]
+            clips.append(torch.nn.functional.pad(piece, (0, clip_samples - len(piece))))
+            where.append({"file": str(path), "start_s": round(s / sample_rate, 6)})
+    return torch.stack(clips), where

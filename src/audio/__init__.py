@@ -1,0 +1,1 @@
+"""Audio files: reading recordings (mono, resampled, cut) and writing 16-bit WAVs."""
