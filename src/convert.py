@@ -94,6 +94,27 @@ def strata_of(col: Collection) -> np.ndarray:
     return lb.spec.class_index(lb.values)
 
 
+def report_left_out(col: Collection) -> None:
+    """Say what the source left out (also in the JSON's `conversion` section)."""
+    f = col.facts
+    if f.get("excluded_folders"):
+        log.info(f"Not classes (source.exclude): {', '.join(f['excluded_folders'])}")
+    said = {
+        "unused_class_folders": "class folders left out by source.classes",
+        "audio_files_outside_class_folders": "audio files at the root, in no class folder",
+        "non_audio_files_ignored": "files in class folders that are not audio",
+        "files_not_matching_group_pattern": "files whose name source.group_pattern does not "
+        "match (each its own group)",
+    }
+    for key, what in said.items():
+        if f.get(key):
+            n = len(f[key]) if isinstance(f[key], list) else f[key]
+            log.warning(f"{n} {what}")
+    for split, n in (f.get("split_list_entries_not_converted") or {}).items():
+        if n:
+            log.info(f"{n} files of the {split} list are not in the converted classes")
+
+
 def existing_datasets(out_dir: Path, name: str | None, synth: str) -> list[Path]:
     if name:
         return [out_dir / name] if (out_dir / name).exists() else []
@@ -110,6 +131,7 @@ def convert_dataset(cfg: DictConfig) -> Path:
     threads = worker_threads(workers, ds.get("threads"))
     torch.set_num_threads(threads)
     col = collect(OmegaConf.to_container(cfg.source, resolve=True))
+    report_left_out(col)
     decoding = Decoding(
         spectrogram=OmegaConf.to_container(cfg.spectrogram, resolve=True),
         sample_rate=int(ds.sample_rate),

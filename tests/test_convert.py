@@ -168,6 +168,7 @@ def test_a_corrupt_and_an_empty_file_are_listed_and_skipped_or_refused(
             "dataset.on_bad_file=error",
             out="strict",
         )
+    assert list((tmp_path / "strict" / "data").iterdir()) == []  # no dataset, no parts left
     (root / "silence").mkdir()
     (root / "silence" / "README.txt").write_text("no audio here")
     with pytest.raises(DataError, match="class folder 'silence' holds no audio"):
