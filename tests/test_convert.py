@@ -138,6 +138,9 @@ def test_drawn_splits_are_stratified_seeded_and_group_whole():
         assert len(set(split[groups == g])) == 1
     share = [(split == s).mean() for s in ("train", "val", "test")]
     assert np.allclose(share, [0.6, 0.2, 0.2], atol=0.06)
+    six = np.array([f"s{i % 6}" for i in range(len(strata))], dtype=object)
+    split = grouped(strata, six, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
+    assert sorted(len(set(six[split == s])) for s in ("train", "val", "test")) == [1, 1, 4]
     two = np.array(["a", "b"] * 40, dtype=object)
     with pytest.raises(DataError, match="2 group"):
         grouped(strata, two, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
@@ -254,3 +257,48 @@ def test_worker_processes_make_the_same_bytes(convert, words):
     assert one.name == two.name
     for name in ("train", "val", "test", "train_audio.npy", "sources.csv"):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def test_picked_classes_others_and_a_split_column(convert, words, tmp_path, one_thread):
+    root, rows = words
+    folder = convert(
+        "source=speech_commands",
+        f"source.path={root}",
+        "source.classes=[saw,bell]",
+        "source.others=unknown",
+        "source.split_lists=null",
+        "source.group_pattern=null",
+        out="others",
+    )
+    ds = VIMHDataset(folder)
+    assert ds.info.class_names == {"word": ("saw", "bell", "unknown")}
+    counts = json.loads((folder / INFO_FILENAME).read_text())["conversion"]["class_counts"]
+    totals = np.sum([counts["word"][s] for s in ds.splits], axis=0)
+    assert totals.tolist() == [24, 24, 48]
+    # Drawn, stratified: each class cut at 0.8 and 0.9 of its files (24: 19 | 22, 48: 38 | 43).
+    assert [counts["word"][s] for s in ("train", "val", "test")] == [
+        [19, 19, 38],
+        [3, 3, 5],
+        [2, 2, 5],
+    ]
+    # ESC-50 style: folds named in a column, mapped to splits.
+    folds = [{**r, "fold": SPEAKERS.index(r["speaker"]) % 3 + 1} for r in rows]
+    path = tmp_path / "folds.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(folds[0]))
+        w.writeheader()
+        w.writerows(folds)
+    folder = convert(
+        "source=manifest",
+        f"source.path={path}",
+        f"source.root={root}",
+        "source.labels={word: {type: categorical}}",
+        "source.split_column=fold",
+        "source.split_values={1: train, 2: val, 3: test}",
+        out="folds",
+    )
+    src = sources(folder)
+    by_file = {r["file"]: r["fold"] for r in folds}
+    assert {r["split"] for r in src} == {"train", "val", "test"}
+    for r in src:
+        assert r["split"] == {1: "train", 2: "val", 3: "test"}[by_file[r["file"]]]

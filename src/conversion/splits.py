@@ -54,7 +54,8 @@ def grouped(
 
     Groups are taken largest first (ties in a seeded random order); each goes to the split
     (among those with a fraction above 0) where adding it lowers the squared distance of the
-    split's class counts to `fraction * class total` the most."""
+    split's class counts to `fraction * class total` the most, except that the last groups go
+    to splits still empty, so that every split gets a group."""
     f = check_fractions(fractions)
     splits = [s for s in SPLITS if f[s] > 0]
     _, cls = np.unique(strata, return_inverse=True)
@@ -73,16 +74,16 @@ def grouped(
     order = rng.permutation(len(names))
     order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
     where = np.empty(len(names), dtype=int)
-    for g in order:
+    for left, g in enumerate(order):
         c = counts[g]
         gain = (c * (2 * (have - target) + c)).sum(axis=1)
+        empty = np.flatnonzero(have.sum(axis=1) == 0)
+        if len(empty) >= len(order) - left:  # the last groups go where none is yet
+            gain = np.where(np.isin(np.arange(len(splits)), empty), gain, np.inf)
         s = int(np.argmin(gain))
         where[g] = s
         have[s] += c
     out = np.asarray(splits, dtype=object)[where[grp]]
-    empty = [s for s in splits if not (out == s).any()]
-    if empty:
-        raise DataError(f"the groups leave split(s) {empty} empty; give more groups")
     return out
 
 
