@@ -162,9 +162,9 @@ def convert_dataset(cfg: DictConfig) -> Path:
     out_dir = Path(str(ds.out_dir))
     found = existing_datasets(out_dir, ds.get("name"), synth)
     if found and not ds.overwrite:
+        what = "exists" if ds.get("name") else "already holds this conversion"
         raise DatasetExistsError(
-            f"{found[0]} already holds this conversion; not overwriting it (pass "
-            f"dataset.overwrite=true to replace it)"
+            f"{found[0]} {what}; not overwriting it (pass dataset.overwrite=true to replace it)"
         )
     n_params = len(col.labels)
     manifest = {

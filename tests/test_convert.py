@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from src.audio.io import load_notes, write_wav
+from src.conversion.decode import Decoding
 from src.conversion.splits import grouped, stratified
 from src.convert import convert_dataset
 from src.data.vimh import INFO_FILENAME, VIMHDataset, read_info
@@ -302,3 +304,12 @@ def test_picked_classes_others_and_a_split_column(convert, words, tmp_path, one_
     assert {r["split"] for r in src} == {"train", "val", "test"}
     for r in src:
         assert r["split"] == {1: "train", 2: "val", 3: "test"}[by_file[r["file"]]]
+
+
+@pytest.mark.parametrize("source", ["folder", "manifest", "speech_commands"])
+def test_every_source_config_composes(compose_cfg, source):
+    cfg = compose_cfg("convert", [f"source={source}", "spectrogram=kws_mel40"])
+    assert cfg.source.layout in ("folder", "manifest")
+    d = Decoding(OmegaConf.to_container(cfg.spectrogram), 16000, 16000)
+    imager = d.imager()
+    assert (imager.height, imager.width, imager.hop_length) == (40, 101, 160)
