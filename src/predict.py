@@ -74,7 +74,11 @@ def predict_notes(model, datamodule, imager, notes: torch.Tensor, batch_size: in
                 p = torch.full(c.shape, float("nan"))
             out.setdefault(name, []).append((v, c, p))
     return {
-        name: tuple(torch.cat([part[k] for part in parts]) for k in range(3))
+        name: (
+            torch.cat([v for v, _, _ in parts]).double(),
+            torch.cat([c for _, c, _ in parts]),
+            torch.cat([p for _, _, p in parts]),
+        )
         for name, parts in out.items()
     }
 

@@ -183,6 +183,8 @@ def test_class_balanced_batches(kws_folder, tmp_path, words, one_thread):
     assert epoch(balanced).tolist() != sorted(epoch(balanced).tolist())
     with pytest.raises(ConfigError, match=r"data.balance=.word. names no head"):
         VIMHDataModule(folder, balance="word")
+    assert VIMHDataModule(folder, balance=True).balance == "label"  # the categorical head
+    assert VIMHDataModule(folder, balance=False).balance is None
 
 
 def test_weighted_epochs_draw_with_replacement():

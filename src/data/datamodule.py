@@ -22,6 +22,7 @@ from src.data.placement import placement, split_device
 from src.data.spec import INPUT_KINDS, DataSpec
 from src.data.transforms import Normalize, channel_stats, check_augment, spec_augment
 from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
+from src.data.vimh.classes import is_nominal
 from src.errors import ConfigError, DataError, DatasetNotFoundError
 from src.metrics.estimation import reference_value
 from src.utils.pylogger import RankedLogger
@@ -65,9 +66,10 @@ class VIMHDataModule(L.LightningDataModule):
     they fit in half its free memory; True on whatever device the model is on; False never.
     With several processes the batch size is per process; training shards are padded to equal
     length, validation and test shards are not (each record is evaluated exactly once).
-    `balance="<head>"`: class-balanced training batches: each epoch draws as many training
-    records as there are, with replacement, each class of that head equally likely (records
-    weighted by 1 / their class's count); validation and test are untouched.
+    `balance="<head>"` (or true: the first categorical head, else the first head):
+    class-balanced training batches: each epoch draws as many training records as there are,
+    with replacement, each class of that head equally likely (records weighted by 1 / their
+    class's count); validation and test are untouched.
     """
 
     def __init__(
@@ -90,7 +92,7 @@ class VIMHDataModule(L.LightningDataModule):
         stats_max_records: int = 50_000,
         shuffle_order: str = "auto",
         on_device: bool | str = "auto",
-        balance: str | None = None,
+        balance: str | bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -113,12 +115,7 @@ class VIMHDataModule(L.LightningDataModule):
         if not self.data_dir.is_dir():
             raise DatasetNotFoundError(f"{self.data_dir}: VIMH dataset folder not found")
         self.info: VIMHInfo = read_info(self.data_dir)
-        if balance is not None and balance not in self.info.param_names:
-            raise ConfigError(
-                f"data.balance={balance!r} names no head of {self.data_dir}; heads are "
-                f"{self.info.param_names} (null: no class balancing)"
-            )
-        self.balance = balance
+        self.balance = self._balanced_head(balance)
         self.augment = check_augment(augment)
         self.n_samples: int | None = None
         if representation == "audio":
@@ -198,6 +195,22 @@ class VIMHDataModule(L.LightningDataModule):
     def class_names(self) -> dict[str, tuple[str, ...]]:
         """The class names of the dataset's nominal heads (recordings' categorical labels)."""
         return self.info.class_names
+
+    def _balanced_head(self, balance: str | bool | None) -> str | None:
+        """The head `balance` names: a head name, true (the first nominal head, else the
+        first head), or null/false (none)."""
+        if balance is None or balance is False:
+            return None
+        names = self.info.param_names
+        if balance is True:
+            nominal = [p.name for p in self.heads if is_nominal(p)]
+            return (nominal or names)[0]
+        if balance not in names:
+            raise ConfigError(
+                f"data.balance={balance!r} names no head of {self.data_dir}; heads are "
+                f"{names} (true: the first categorical head; null: no class balancing)"
+            )
+        return balance
 
     def balance_weights(self) -> torch.Tensor:
         """Per training record, 1 / (records of its class of head `balance`)."""
