@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from src.errors import ConfigError
-from src.evaluation.codec_baselines import baselines
+from src.evaluation.codec_baselines import MP3_KBPS, baselines
 from src.evaluation.codec_report import System, compare_codecs, write_codec_report
 from src.metrics import metric_key
 from src.metrics.codec import stoi_available
@@ -79,20 +79,16 @@ class CodecReport(L.Callback):
         net, sr = pl_module.net, int(pl_module.hparams.sample_rate)
         entropy = trainer.callback_metrics.get(metric_key("test", "entropy_kbps"))
         model = {
-            "name": f"model ({pl_module.param_counts['total']:,} weights)",
+            "name": "model",
             "kbps": net.bitrate_kbps,
             "entropy_kbps": None if entropy is None else float(entropy),
         }
         stoi = self.stoi and stoi_available()
         if self.stoi and not stoi:
             log.warning("codec report: STOI skipped (pystoi is not installed)")
+        kbps = MP3_KBPS if self.mp3 else None
         systems, renders = compare_codecs(
-            original,
-            decoded,
-            sr,
-            model,
-            baselines(sr, mp3_kbps=None if not self.mp3 else (8, 16, 24, 32, 48, 64)),
-            stoi,
+            original, decoded, sr, model, baselines(sr, mp3_kbps=kbps), stoi
         )
         out = Path(trainer.default_root_dir)
         if self.dirname:

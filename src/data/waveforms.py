@@ -94,6 +94,7 @@ class WaveformDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         self.data_root = None if data_root is None else Path(data_root)
+        self.data_dir = self.data_root or Path(".")  # what logs name (the sources' root)
         self.sample_rate = int(sample_rate)
         self.clip_samples = round(clip_s * self.sample_rate)
         if train_crop is not None and not 0 < int(train_crop) <= self.clip_samples:

@@ -1,5 +1,6 @@
 """Classic codecs a neural codec must beat at equal bitrate, each coding every clip on its own.
 
+- silence (0 bit/s): the trivial codec, SNR 0 dB.
 - mu-law PCM at b bits a sample (G.711 is 8 bits): sample_rate x b bit/s, exactly.
 - Downsampling to r Hz, 8-bit mu-law there, resampling back (torchaudio's windowed sinc):
   r x 8 bit/s; it keeps everything below r/2 and nothing above.
@@ -48,6 +49,14 @@ class Baseline:
 
     def __call__(self, audio: Tensor, sample_rate: int) -> Tensor:
         raise NotImplementedError
+
+
+@dataclass
+class Silence(Baseline):
+    """The trivial codec: send nothing, play silence (SNR 0 dB by definition)."""
+
+    def __call__(self, audio: Tensor, sample_rate: int) -> Tensor:
+        return torch.zeros_like(audio)
 
 
 @dataclass
@@ -126,7 +135,8 @@ def baselines(
     mp3_kbps: Sequence[int] | None = MP3_KBPS,
 ) -> list[Baseline]:
     """The classic codecs at several bitrates (MP3 only where lameenc is installed)."""
-    out: list[Baseline] = [
+    out: list[Baseline] = [Silence("silence", "silence", 0.0)]
+    out += [
         MuLawPCM(f"mulaw_{b}bit", "mu-law PCM", sample_rate * b / 1000.0, bits=b)
         for b in mulaw_bits
     ]

@@ -189,6 +189,12 @@ def rate_distortion_figure(
 
     panels = [m for m in ("snr_db", "stoi") if any(m in s["metrics"] for s in systems)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for s in systems:  # a 0 kbps system (silence) has no place on a log axis: a level line
+        if s["kbps"] <= 0:
+            for ax, metric in zip(axes[0], panels):
+                value = s["metrics"].get(metric, math.nan)
+                ax.axhline(value, color="grey", ls=":", lw=1, label=f"{s['name']} (0 kbps)")
+    systems = [s for s in systems if s["kbps"] > 0]
     families = list(dict.fromkeys(s["family"] for s in systems if s["family"] != "model"))
     markers = dict(zip(families, "osd^v"))
     for ax, metric in zip(axes[0], panels):

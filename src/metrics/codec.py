@@ -38,6 +38,7 @@ log = RankedLogger(__name__)
 MAX_DB = 100.0  # what an exact reconstruction reads, in dB (SNR, SI-SDR, PSNR)
 FULL_SCALE_RANGE = 2.0  # audio in [-1, 1]
 WAVE_METRICS = ("snr_db", "si_sdr_db", "psnr_db", "mse", "mrstft")
+STOI_MIN_S = 0.4  # shorter records get NaN STOI (pystoi needs 30 frames of 25.6 ms)
 HIGHER_IS_BETTER = {"snr_db", "si_sdr_db", "psnr_db", "stoi"}
 
 
@@ -85,11 +86,12 @@ def waveform_metrics(
 
 
 def stoi_values(pred: Tensor, target: Tensor, sample_rate: int) -> Tensor:
-    """(B,) STOI (torchmetrics' wrapper of pystoi; it runs on the CPU, record by record)."""
+    """(B,) STOI (torchmetrics' wrapper of pystoi; it runs on the CPU, record by record); NaN
+    for records shorter than STOI_MIN_S."""
     from torchmetrics.functional.audio import short_time_objective_intelligibility
 
-    if target.shape[-1] < sample_rate * 0.4:
-        raise ValueError("STOI needs at least 0.4 s of audio per record")
+    if target.shape[-1] < sample_rate * STOI_MIN_S:  # too few frames: pystoi returns junk
+        return torch.full((len(target),), math.nan, device=pred.device)
     return short_time_objective_intelligibility(
         pred.cpu(), target.cpu(), sample_rate, extended=False
     ).to(pred.device, torch.float32)
