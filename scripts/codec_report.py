@@ -15,6 +15,7 @@ mean ± std over seeds; the rate-distortion figure goes beside the markdown file
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
@@ -85,6 +86,11 @@ def baseline_rows(stoi: bool) -> tuple[list[dict], list[str]]:
     return rows, list(dm.heldout)
 
 
+def run_values(runs: list[dict], name: str, source: str | None = None) -> list[float]:
+    """One test metric of every run (NaN where a run lacks it)."""
+    return [r["metrics"].get(metric_key("test", name, source), float("nan")) for r in runs]
+
+
 def cell(values: list[float], fmt: str) -> str:
     values = [v for v in values if v == v]
     return spread(values, fmt) if values else "-"
@@ -134,10 +140,7 @@ def main() -> None:
     ]
     rows, points, errors = [], [], {}
     for model, runs in results.items():
-        m = [r["metrics"] for r in runs]
-        get = lambda name, source=None: [
-            r.get(metric_key("test", name, source), float("nan")) for r in m
-        ]  # noqa: E731
+        get = functools.partial(run_values, runs)
         held = [v for h in heldout for v in get("snr_db", h)]
         rows.append(
             [
@@ -200,8 +203,8 @@ def main() -> None:
                 "## Results",
                 "",
                 f"`{command}`: each model trained {args.epochs} epochs (`experiment=codec_tiny`) "
-                f"with seeds 1..{args.seeds}, the best-validation checkpoint tested; mean ± std over "
-                f"seeds. Baselines measured once on the same test clips. Means over the "
+                f"with seeds 1..{args.seeds}, the best-validation checkpoint tested; mean ± std "
+                f"over seeds. Baselines measured once on the same test clips. Means over the "
                 f"in-distribution test clips (saw, Moog, noise); the last column is the held-out "
                 f"kind. kbps: computed from the architecture (models), exact (PCM), or measured "
                 f"from the bytes written (MP3).",

@@ -94,7 +94,7 @@ def test_bitrate_is_frames_times_stages_times_bits():
     for model in (rvq, fsq):
         codes = model.encode(x)
         assert codes.shape == (2, len(model.quantizer.codebook_sizes), 125)
-        assert 0 <= int(codes.min()) and int(codes.max()) < max(model.quantizer.codebook_sizes)
+        assert int(codes.min()) >= 0 and int(codes.max()) < max(model.quantizer.codebook_sizes)
         with torch.no_grad():
             torch.testing.assert_close(model.decode(codes, 4000), model(x)[0])
 

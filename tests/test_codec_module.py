@@ -71,7 +71,7 @@ def test_sources_splits_and_heldout(sources):
     x, src = dm.tensors("train")
     assert x.shape == (48, 1, CLIP) and x.dtype == torch.float32 and set(src.tolist()) == {0}
     assert set(dm.tensors("val")[1].tolist()) == {0}  # held out: never trained or validated on
-    test_x, test_src = dm.tensors("test")
+    _test_x, test_src = dm.tensors("test")
     assert set(test_src.tolist()) == {0, 1} and int((test_src == 1).sum()) == 3  # 1 file of 4
     dm.trainer = type("T", (), {"training": True})()
     cropped, _ = dm.on_after_batch_transfer((x[:4], src[:4]))
@@ -133,7 +133,7 @@ def trained(sources, tmp_path_factory):
 
 
 def test_training_logs_the_codec_metrics_and_writes_the_report(trained):
-    out, metrics, objects = trained
+    out, metrics, _objects = trained
     assert metrics["test/kbps"] == pytest.approx(SAMPLE_RATE / 32 * 12 / 1000)  # 3 kbps at 8 kHz
     assert 0 < metrics["test/entropy_kbps"] <= metrics["test/kbps"] + 1e-6
     assert 0 < metrics["test/usage"] <= 1 and metrics["test/perplexity"] >= 1
@@ -151,7 +151,7 @@ def test_training_logs_the_codec_metrics_and_writes_the_report(trained):
 
 
 def test_eval_rebuilds_the_codec_from_its_checkpoint(trained, sources, compose_cfg):
-    out, metrics, objects = trained
+    _out, metrics, objects = trained
     ckpt = objects["trainer"].checkpoint_callback.best_model_path
     assert task_of(read_checkpoint(ckpt)) is CodecModule
     over = [o for o in overrides(sources) if o.startswith(("data", "~data", "+data"))]
