@@ -170,3 +170,10 @@ def test_eval_rebuilds_the_codec_from_its_checkpoint(trained, sources, compose_c
     cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "callbacks=codec_eval", *toy_only], out="e2")
     with raises_user_error(DataError, "sample rate"):
         evaluate(cfg)
+
+
+def test_the_codec_experiment_runs_end_to_end(sources, compose_cfg, one_thread):
+    over = [o for o in overrides(sources) if o.startswith(("data", "~data", "+data"))]
+    cfg = compose_cfg("train", ["experiment=codec_tiny", *over, "debug=fdr"])
+    metrics, objects = train(cfg)
+    assert isinstance(objects["model"], CodecModule) and "test/snr_db" in metrics

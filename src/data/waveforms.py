@@ -59,6 +59,9 @@ class WaveformDataModule(L.LightningDataModule):
         train_crop: random windows of this many samples per training record (None: whole
             clips); cheaper steps, and the model sees every offset.
         val_fraction, test_fraction, split_seed: how recordings are split by file.
+        pin_memory: page-locked batches for a CUDA device.
+        num_workers: must be 0: every split is one in-memory tensor, batches are slices of it
+            (the key exists because the debug configs set it for every datamodule).
     """
 
     def __init__(
@@ -75,6 +78,8 @@ class WaveformDataModule(L.LightningDataModule):
         test_fraction: float = 0.1,
         split_seed: int = 12345,
         shuffle_seed: int = 0,
+        pin_memory: bool = False,
+        num_workers: int = 0,
     ) -> None:
         super().__init__()
         if not sources:
@@ -108,6 +113,12 @@ class WaveformDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.split_seed = int(split_seed)
         self.shuffle_seed = int(shuffle_seed or 0)
+        self.pin_memory = bool(pin_memory)
+        if num_workers:
+            raise ConfigError(
+                f"data.num_workers={num_workers}: this datamodule holds its splits in memory and "
+                f"slices batches from them; it has no loader workers (set 0)"
+            )
         self.folders: dict[str, Path] = {}
         self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._loaders: dict[tuple, VIMHLoader] = {}
@@ -232,7 +243,9 @@ class WaveformDataModule(L.LightningDataModule):
                 world_size=world_size,
                 pad=split == "train",
             )
-            self._loaders[key] = VIMHLoader(batches, inputs=inputs, codes=sources)
+            self._loaders[key] = VIMHLoader(
+                batches, inputs=inputs, codes=sources, pin_memory=self.pin_memory
+            )
         return self._loaders[key]
 
     def train_dataloader(self) -> VIMHLoader:
