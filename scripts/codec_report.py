@@ -1,7 +1,7 @@
 """Train the codec sizes over several seeds and tabulate them beside the classic codecs.
 
     python scripts/codec_report.py --models codec_5k codec_fsq_14k codec_24k --seeds 3 \
-        --epochs 6 [--markdown docs/codec.md]
+        --epochs 5 [--markdown docs/codec.md]
 
 Each (model, seed) runs `experiment=codec_tiny` with that model through `src/train.py`'s task
 function (the best-validation checkpoint is tested; the per-run codec report is off, since
@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["codec_5k", "codec_fsq_14k", "codec_24k"])
     ap.add_argument("--seeds", type=int, default=3, help="seeds 1..N per model")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="run folders (default: a temp dir)")
     ap.add_argument("--markdown", help="update the results section of this markdown file")
     ap.add_argument("--overrides", nargs="*", default=[], help="more Hydra overrides per run")
