@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
@@ -37,7 +37,12 @@ from src.utils.config import compose_config
 
 from mdreport import machine_line, markdown_table, results_table, update_section
 
-ALL_MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+# Parameter-estimation models only (the codec's configs have their own study: codec_report.py).
+ALL_MODELS = sorted(
+    p.stem
+    for p in (CONFIG_DIR / "model").glob("*.yaml")
+    if "multihead_module" in OmegaConf.load(p).get("_target_", "")
+)
 QUIET = [
     "callbacks.early_stopping=null",
     "callbacks.rich_progress_bar=null",

@@ -82,11 +82,13 @@ def test_config_composes(compose_cfg, config, group, option):
             hydra.utils.instantiate(entry)
     # The data config names its dataset (a recipe that composes, or a folder).
     data = cfg.data
-    if data.get("recipe"):
-        gen = recipe_config(data.recipe, out_dir=cfg.paths.data_dir)
-        assert dataset_name(gen).startswith("vimh-")
-    else:
-        assert "data_dir" in data
+    # Several sources (src/data/waveforms.py): each names its dataset the same way.
+    for source in (data.get("sources") or {"": data}).values():
+        if source.get("recipe"):
+            gen = recipe_config(source.recipe, out_dir=cfg.paths.data_dir)
+            assert dataset_name(gen).startswith("vimh-")
+        else:
+            assert "data_dir" in source or "wav_dir" in source
     # The model builds for the default data of its input kind.
     if "model" in cfg:
         spec = DEFAULT_DATA[net_input_kind(cfg.model.net._target_)]

@@ -1,5 +1,6 @@
 """Callbacks of our own (Lightning's are configured directly in configs/callbacks/)."""
 
+from src.callbacks.codec_report import CodecReport
 from src.callbacks.filterbank_plot import FilterbankPlot
 from src.callbacks.grad_stats import GradientStats
 from src.callbacks.head_table import HeadMetricsTable
@@ -9,6 +10,7 @@ from src.callbacks.resynthesis import ResynthesisReport
 from src.callbacks.speed import TrainingSpeed
 
 __all__ = [
+    "CodecReport",
     "FilterbankPlot",
     "GradientStats",
     "HeadMetricsTable",

@@ -94,7 +94,12 @@ def check_digest(folder: Path, digest: str) -> None:
 
 
 def build_datamodule(data_cfg: DictConfig, data_root: str | Path):
-    """Provide the dataset, then instantiate the datamodule on its folder."""
+    """Provide the dataset, then instantiate the datamodule on its folder. A data config with
+    `sources` (several datasets, e.g. `src/data/waveforms.py`) gets the data root instead and
+    provides each source itself."""
+    if data_cfg.get("sources") is not None:
+        node = OmegaConf.to_container(data_cfg, resolve=True)
+        return instantiate(node, data_root=str(data_root), _convert_="all")
     folder = dataset_folder(data_cfg, data_root)
     node = OmegaConf.to_container(data_cfg, resolve=True)
     node.pop("recipe", None)

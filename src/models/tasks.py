@@ -29,12 +29,13 @@ from torch import nn
 
 from src.data.spec import DataSpec
 from src.errors import DataError, DatasetNotFoundError
+from src.models.codec_module import CodecModule
 from src.models.multihead_module import MultiheadModule
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
-TASKS: dict[str, type[L.LightningModule]] = {"multihead": MultiheadModule}
+TASKS: dict[str, type[L.LightningModule]] = {"multihead": MultiheadModule, "codec": CodecModule}
 DEFAULT_TASK = "multihead"  # checkpoints written before tasks were named
 COMPONENTS = "src.models.components"  # the only package a checkpoint may name classes from
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
@@ -164,8 +165,13 @@ def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint")
     """Refuse data other than what the checkpoint was trained on: every head's range, step,
     scale and class count, the input kind and shape, the sample rate, and for images the
     spectrogram config and channels, and the class names of nominal heads. Call on checked
-    hyperparameters, before building."""
+    hyperparameters, before building. A task with its own idea of matching data has a
+    `check_data(hparams, datamodule, where)` hook."""
     hparams = checked_hyper_parameters(ckpt, where)
+    hook = getattr(task_of(ckpt, where), "check_data", None)
+    if hook is not None:
+        hook(hparams, datamodule, where)
+        return
     try:
         trained = DataSpec.from_model_kwargs(hparams)
     except (KeyError, TypeError, ValueError) as e:
