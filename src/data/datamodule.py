@@ -20,10 +20,11 @@ import torch
 from src.data.batching import Batch, EpochBatches, MemmapBatches, VIMHLoader
 from src.data.placement import placement, split_device
 from src.data.spec import INPUT_KINDS, DataSpec
+from src.data.splits import Splits
 from src.data.transforms import Normalize, channel_stats, check_augment, spec_augment
 from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
 from src.data.vimh.classes import is_nominal
-from src.errors import ConfigError, DataError, DatasetNotFoundError
+from src.errors import ConfigError, DatasetNotFoundError
 from src.metrics.estimation import reference_value
 from src.utils.pylogger import RankedLogger
 
@@ -31,20 +32,6 @@ log = RankedLogger(__name__)
 
 REPRESENTATIONS = INPUT_KINDS
 SHUFFLE_ORDERS = ("auto", "uniform", "block")
-
-
-def carve_val(
-    n: int, val_fraction: float, seed: int, where: Path | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, val) record indices of a train file without a val file beside it."""
-    n_val = round(val_fraction * n)
-    if n_val < 1 or n_val >= n:
-        raise ConfigError(
-            f"{where}: no 'val' file, and data.val_fraction={val_fraction} of {n} train records "
-            f"gives {n_val} for validation; need 1..{n - 1}"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 class VIMHDataModule(L.LightningDataModule):
@@ -143,10 +130,7 @@ class VIMHDataModule(L.LightningDataModule):
         self.on_device = on_device
 
         self.dataset: VIMHDataset | None = None  # set once setup is complete
-        self._opened: VIMHDataset | None = None
-        self.rows: dict[str, np.ndarray | None] = {}  # split -> record indices in its file
-        self.files: dict[str, str] = {}  # split -> the file its records come from
-        self.val_carved = False
+        self._splits: Splits | None = None
         self.use_memory: bool | None = None
         self.input_bytes = 0  # all splits' inputs, known after setup
         self.normalizer: Normalize | None = None
@@ -182,10 +166,7 @@ class VIMHDataModule(L.LightningDataModule):
         """Each head's mean label (natural units) over the training records, or a nominal
         head's most frequent class (`reference_value`), read once from the label bytes."""
         if self._train_means is None:
-            ds = self.dataset or VIMHDataset(self.data_dir)
-            codes = ds["train"].codes
-            if "val" not in ds:
-                codes = codes[carve_val(len(codes), self.val_fraction, self.split_seed)[0]]
+            codes = self.open_splits().codes("train")
             self._train_means = {
                 p.name: reference_value(p, codes[:, i]) for i, p in enumerate(self.heads)
             }
@@ -238,7 +219,7 @@ class VIMHDataModule(L.LightningDataModule):
         """Open the files, decide the splits and the path, compute statistics; only once."""
         if self.dataset is not None:
             return
-        ds = self.open_splits()
+        ds = self.open_splits().dataset
         if self.representation == "audio":
             for split in ds.splits:
                 ds.audio(split)  # a clear error now, not in a loader worker later
@@ -256,72 +237,35 @@ class VIMHDataModule(L.LightningDataModule):
         if self.normalizer is None:
             self.normalizer = Normalize(*self._compute_stats())
 
-    def open_splits(self) -> VIMHDataset:
-        """Open the dataset and decide which records each split uses, reading no record.
+    def open_splits(self) -> Splits:
+        """Decide which records each split uses, reading no record (`Splits.open`): a missing
+        or empty train or test split fails here, before any model is built."""
+        if self._splits is None:
+            self._splits = Splits.open(self.data_dir, self.val_fraction, self.split_seed)
+        return self._splits
 
-        Train and test must hold records: a missing or empty one is a DataError naming the
-        file (the entry points call this before any model is built). An empty val file is
-        treated as no val file: validation is carved out of train, and a warning says so.
-        """
-        if self._opened is not None:
-            return self._opened
-        ds = VIMHDataset(self.data_dir)
-        if "test" not in ds:
-            raise DatasetNotFoundError(
-                f"{self.data_dir}: no 'test' split file; a VIMH dataset needs train and test "
-                f"(val is optional and is then carved out of train)"
-            )
-        for split in ("train", "test"):
-            if len(ds[split]) == 0:
-                raise DataError(
-                    f"{ds[split].path}: the {split} split is empty (0 records); a VIMH dataset "
-                    f"needs records in train and test. Regenerate it (e.g. python "
-                    f"generate_vimh.py dataset.overwrite=true ...) or use another folder"
-                )
-        self.rows = {"test": None}
-        self.files = {"train": "train", "test": "test"}
-        if "val" in ds and len(ds["val"]) > 0:
-            self.rows.update(train=None, val=None)
-            self.files["val"] = "val"
-        else:
-            if "val" in ds:
-                log.warning(
-                    f"{ds['val'].path} is empty (0 records): treating the dataset as having no "
-                    f"val file"
-                )
-            self._carve_val(len(ds["train"]))
-            self.files["val"] = "train"
-        self._opened = ds
-        return ds
+    @property
+    def files(self) -> dict[str, str]:
+        """Split -> the file its records come from."""
+        return self.open_splits().files
 
-    def _carve_val(self, n: int) -> None:
-        train, val = carve_val(n, self.val_fraction, self.split_seed, where=self.data_dir)
-        self.rows.update(train=train, val=val)
-        self.val_carved = True
-        log.info(
-            f"{self.data_dir.name}: no 'val' file; validation = {len(val)} of {n} train records "
-            f"(val_fraction={self.val_fraction}, split_seed={self.split_seed}), "
-            f"training on the other {len(train)}; test untouched"
-        )
+    @property
+    def rows(self) -> dict[str, np.ndarray | None]:
+        """Split -> its record indices in that file (None: all of them)."""
+        return self.open_splits().rows
+
+    @property
+    def val_carved(self) -> bool:
+        return self.open_splits().val_carved
 
     def num_records(self, split: str) -> int:
-        self.setup()
-        if split not in self.rows:
-            raise KeyError(f"unknown split {split!r}; expected train, val or test")
-        rows = self.rows[split]
-        return len(self.dataset[self.files[split]]) if rows is None else len(rows)
+        return self.open_splits().num_records(split)
 
     def _split_inputs(self, split: str) -> np.ndarray:
-        """(N, C, H, W) uint8 images or (N, 1, T) float32 waveforms of the file behind `split`
-        (not yet subset), as memory-mapped views."""
-        if self.representation == "audio":
-            return self.dataset.audio(self.files[split])[:, None, :]
-        return self.dataset[self.files[split]].images
+        return self.open_splits().inputs(split, audio=self.representation == "audio")
 
     def _split_codes(self, split: str) -> np.ndarray:
-        codes = self.dataset[self.files[split]].codes
-        rows = self.rows[split]
-        return codes if rows is None else codes[rows]
+        return self.open_splits().codes(split)
 
     # --- statistics ------------------------------------------------------------------------------
     def _compute_stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -471,7 +415,9 @@ class VIMHDataModule(L.LightningDataModule):
             world_size=world_size,
             window=self._window(batch_size) if shuffle else None,
             pad=pad,
-            weights=self.balance_weights() if self.balance and split == "train" and shuffle else None,
+            weights=self.balance_weights()
+            if self.balance and split == "train" and shuffle
+            else None,
         )
         if self.use_memory:
             inputs, codes = self.tensors(split, device)

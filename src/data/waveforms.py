@@ -24,9 +24,9 @@ import torch
 
 from src.audio.io import audio_files, load_clips
 from src.data.batching import EpochBatches, VIMHLoader
-from src.data.datamodule import carve_val
 from src.data.placement import placement
 from src.data.spec import DataSpec
+from src.data.splits import carve_val
 from src.data.vimh import VIMHDataset
 from src.errors import ConfigError, DataError
 from src.utils.pylogger import RankedLogger
@@ -89,7 +89,8 @@ class WaveformDataModule(L.LightningDataModule):
             kinds = [k for k in SOURCE_KINDS if src.get(k)]
             if len(kinds) != 1:
                 raise ConfigError(
-                    f"data.sources.{name} must give exactly one of {SOURCE_KINDS}, got {sorted(src)}"
+                    f"data.sources.{name} must give exactly one of {SOURCE_KINDS}, "
+                    f"got {sorted(src)}"
                 )
         unknown = sorted(set(heldout) - set(self.sources))
         if unknown:

@@ -62,7 +62,9 @@ def parse_class_names(
     if table is None:
         return {}
     if not isinstance(table, dict):
-        raise VIMHFormatError(f"{path}: key '{CLASS_NAMES_KEY}' must be an object {{head: [names]}}")
+        raise VIMHFormatError(
+            f"{path}: key '{CLASS_NAMES_KEY}' must be an object {{head: [names]}}"
+        )
     specs = {p.name: p for p in params}
     out = {}
     for head, names in table.items():

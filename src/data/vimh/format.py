@@ -88,7 +88,7 @@ class ParamSpec:
 
     @property
     def num_classes(self) -> int:
-        return 1 if self.fixed else int(round(self.extent / self.step)) + 1
+        return 1 if self.fixed else round(self.extent / self.step) + 1
 
     @property
     def step_divides(self) -> bool:
