@@ -2,7 +2,7 @@
 results beside the baselines.
 
     python scripts/compare_models.py --data saw --epochs 10 --seeds 3 \
-        [--models cnn_10k vit_25k ...] [--markdown docs/models.md]
+        [--models cnn_10k vit_25k ...] [--markdown docs/models.md] [--workers 2]
 
 Each (model, seed) runs through `src/train.py`'s task function: the run's seed sets the weights
 and the data order, early stopping is off and the best-validation checkpoint is tested.
@@ -10,15 +10,20 @@ Waveform models (a net that takes audio) read `<data>_audio`: the same recipe wi
 waveforms stored. Reported per model: parameters (total, and trainable for front-end models),
 test score (mean skill over heads), per-head accuracy and MAE, as mean ± std over seeds, and
 training records/s; the baselines (chance, train mean, 1-NN on pixels, linear probe) are rows
-of the same table. The command that reproduces a table is printed above it.
+of the same table. The command that reproduces a table is printed above it. Each finished
+run's result is kept under `--cache` (default logs/compare_models/), so an interrupted
+comparison resumes where it stopped; `--workers` trains that many runs at once (one process
+each, `--threads` torch threads per process).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
-import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -31,7 +36,7 @@ from src.data.provision import build_datamodule
 from src.metrics import head_metrics
 from src.metrics.baselines import BASELINES, datamodule_baselines
 from src.models.multihead_module import net_input_kind
-from src.paths import CONFIG_DIR
+from src.paths import CONFIG_DIR, PROJECT_ROOT
 from src.train import train
 from src.utils.config import compose_config
 
@@ -87,6 +92,22 @@ def run_one(
     }
 
 
+def cached_run(
+    model: str, data: str, epochs: int, seed: int, cache: Path, size: int | None, threads: int
+) -> dict:
+    """`run_one`, unless its result is already in `cache`; written atomically when done. The
+    run folder (checkpoints, logs) is `cache/<model>_<seed>/`."""
+    done = cache / f"{model}_{seed}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    torch.set_num_threads(threads)
+    result = run_one(model, data, epochs, seed, cache / f"{model}_{seed}", size)
+    tmp = done.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, done)
+    return result
+
+
 def baselines(data: str, size: int | None = None) -> dict[str, dict[str, float]]:
     cfg = compose_config("train", data_overrides(data, size))
     return datamodule_baselines(build_datamodule(cfg.data, cfg.paths.data_dir))
@@ -112,6 +133,7 @@ def command(args: argparse.Namespace) -> str:
         + (f" --size {args.size}" if args.size else "")
         + f" --models {' '.join(args.models)}"
         + (f" --markdown {args.markdown}" if args.markdown else "")
+        + (f" --workers {args.workers}" if args.workers > 1 else "")
     )
 
 
@@ -126,19 +148,33 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads (1: small models on shared cores)"
     )
+    ap.add_argument("--workers", type=int, default=1, help="runs trained at once (processes)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=PROJECT_ROOT / "logs" / "compare_models",
+        help="finished runs' results, per dataset, size and budget (an interrupted run resumes)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     Console().print(f"[dim]{command(args)}[/]")
 
-    results: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models:
-            results[model] = [
-                run_one(
-                    model, args.data, args.epochs, seed, Path(tmp) / f"{model}_{seed}", args.size
-                )
-                for seed in range(args.seeds)
-            ]
+    cache = args.cache / f"{args.data}_{args.size or 'recipe'}_{args.epochs}ep"
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = [(m, s) for m in args.models for s in range(args.seeds)]
+
+    def job_args(job: tuple[str, int]) -> tuple:
+        model, seed = job
+        return model, args.data, args.epochs, seed, cache, args.size, args.threads
+
+    if args.workers > 1:
+        # spawn: each run in a fresh process (Lightning and Hydra state are not fork-safe)
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            futures = {job: pool.submit(cached_run, *job_args(job)) for job in jobs}
+            done = {job: f.result() for job, f in futures.items()}
+    else:
+        done = {job: cached_run(*job_args(job)) for job in jobs}
+    results = {m: [done[m, s] for s in range(args.seeds)] for m in args.models}
     base = baselines(args.data, args.size)
     heads = list(head_metrics(base["chance"], "test"))
     cols, rows = table(results, base, heads)

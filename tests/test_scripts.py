@@ -29,3 +29,28 @@ def test_scripts_do_not_import_tests_or_patch_sys_path():
         text = path.read_text()
         assert "from tests" not in text and "import tests" not in text, path.name
         assert "sys.path" not in text and 'PROJECT_ROOT"' not in text, path.name
+
+
+def test_compare_models_keeps_each_finished_run_and_resumes(tmp_path, monkeypatch):
+    """A finished (model, seed) is read back from the cache, never trained again; a new one is
+    trained once and its result written whole (no temporary file left behind)."""
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))  # compare_models imports mdreport
+    try:
+        cm = load_script("compare_models")
+    finally:
+        sys.path.remove(str(PROJECT_ROOT / "scripts"))
+    calls = []
+
+    def fake_run(model, data, epochs, seed, out, size=None):
+        calls.append((model, seed))
+        return {"metrics": {"test/score": 0.5 + seed}, "params": 7, "trainable": 7}
+
+    monkeypatch.setattr(cm, "run_one", fake_run)
+    first = cm.cached_run("cnn_10k", "saw", 1, 0, tmp_path, None, 1)
+    again = cm.cached_run("cnn_10k", "saw", 1, 0, tmp_path, None, 1)
+    other = cm.cached_run("cnn_10k", "saw", 1, 1, tmp_path, None, 1)
+    assert calls == [("cnn_10k", 0), ("cnn_10k", 1)]
+    assert first == again and other["metrics"]["test/score"] == 1.5
+    assert sorted(p.name for p in tmp_path.glob("*.json*")) == ["cnn_10k_0.json", "cnn_10k_1.json"]
