@@ -36,7 +36,10 @@ from src.utils.config import compose_config
 
 from mdreport import machine_line, markdown_table, results_table, update_section
 
-ALL_MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+# Parameter-estimation models (the sequence models, seq_*, have scripts/sequence_results.py).
+ALL_MODELS = sorted(
+    p.stem for p in (CONFIG_DIR / "model").glob("*.yaml") if not p.stem.startswith("seq_")
+)
 QUIET = [
     "callbacks.early_stopping=null",
     "callbacks.rich_progress_bar=null",

@@ -77,3 +77,12 @@ def trained_ckpt(tmp_path_factory, toy) -> Path:
         torch.set_num_threads(threads)
         GlobalHydra.instance().clear()
     return Path(objects["trainer"].checkpoint_callback.best_model_path)
+
+
+@pytest.fixture(scope="session")
+def phrases(tmp_path_factory) -> Path:
+    """A tiny generated phrase dataset for the sequence task: 1 s phrases as 16 mel bins x 32
+    frames, 48 records (read-only, shared)."""
+    from tests.helpers.sequence import make_phrases
+
+    return make_phrases(tmp_path_factory.mktemp("phrases"))

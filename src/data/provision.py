@@ -94,9 +94,11 @@ def check_digest(folder: Path, digest: str) -> None:
 
 
 def build_datamodule(data_cfg: DictConfig, data_root: str | Path):
-    """Provide the dataset, then instantiate the datamodule on its folder."""
-    folder = dataset_folder(data_cfg, data_root)
+    """Provide the dataset, then instantiate the datamodule on its folder. A data config
+    with neither `data_dir` nor `recipe` names its own source (e.g. data=wav_dir's `path`)."""
     node = OmegaConf.to_container(data_cfg, resolve=True)
-    node.pop("recipe", None)
-    node["data_dir"] = str(folder)
+    if "data_dir" in node or "recipe" in node:
+        folder = dataset_folder(data_cfg, data_root)
+        node.pop("recipe", None)
+        node["data_dir"] = str(folder)
     return instantiate(node, _convert_="all")  # plain values only: they go into checkpoints

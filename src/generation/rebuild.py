@@ -26,6 +26,7 @@ from src.imaging import SpectrogramImager
 from src.synth.base import Synth
 from src.synth.fm import FMSynth
 from src.synth.moog import MoogSynth
+from src.synth.phrase import PhraseSynth
 from src.synth.saw import SawSynth
 
 # The only synth classes a dataset file can name: `_target_` strings are never imported.
@@ -33,6 +34,7 @@ SYNTHS: dict[str, type[Synth]] = {
     "src.synth.saw.SawSynth": SawSynth,
     "src.synth.moog.MoogSynth": MoogSynth,
     "src.synth.fm.FMSynth": FMSynth,
+    "src.synth.phrase.PhraseSynth": PhraseSynth,
 }
 
 
