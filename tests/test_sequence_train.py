@@ -22,8 +22,9 @@ SEQ_MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("seq_*.yaml"))
 @pytest.mark.parametrize(
     "overrides",
     [[f"experiment={e}"] for e in SEQ_EXPERIMENTS]
-    + [["experiment=seq_lstm", f"model={m}"] for m in SEQ_MODELS],
-    ids=lambda o: o[-1].split("=")[1],
+    + [["experiment=seq_lstm", f"model={m}"] for m in SEQ_MODELS]
+    + [["experiment=seq_gru", "model.ahead=3", "model.scheduled_sampling.max_prob=0.5"]],
+    ids=lambda o: " ".join(v.split("=")[1] for v in o),
 )
 def test_fast_dev_run(compose_cfg, one_thread, phrases, overrides):
     cfg = compose_cfg("train", [*overrides, *on_phrases(phrases), "debug=fdr"])
@@ -31,6 +32,8 @@ def test_fast_dev_run(compose_cfg, one_thread, phrases, overrides):
     assert objects["model"].task == "sequence"
     for key in ("test/score", "test/mse", "test/repeat_last/mse", "test/rollout_mse"):
         assert key in metrics, key
+    # k-frame-ahead models are also judged on their direct k-step outputs.
+    assert ("test/direct_mse" in metrics) == (objects["model"].hparams.ahead > 1)
 
 
 def read_csv(path: Path) -> list[dict]:

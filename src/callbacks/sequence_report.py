@@ -15,7 +15,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from lightning_utilities.core.rank_zero import rank_zero_only
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +26,7 @@ from src.evaluation.report import csv_text, write_text
 from src.imaging.inversion import SpectrogramInverter
 from src.metrics import metric_key
 from src.metrics.spectral import ERRORS, UNITS
-from src.models.sequence_module import MODES, PREDICTORS
+from src.models.sequence_module import MODES, PREDICTORS, PREFIX
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -38,9 +37,9 @@ def metrics_rows(metrics: dict, stage: str = "test") -> list[list]:
     """[predictor, mode, *ERRORS] rows of the logged metrics (missing ones left out)."""
     rows = []
     for mode in MODES:
-        prefix = "" if mode == "step" else "rollout_"
         for p in PREDICTORS:
-            keys = [metric_key(stage, prefix + e, None if p == "model" else p) for e in ERRORS]
+            who = None if p == "model" else p
+            keys = [metric_key(stage, PREFIX[mode] + e, who) for e in ERRORS]
             if all(k in metrics for k in keys):
                 rows.append([p, mode, *(float(metrics[k]) for k in keys)])
     return rows
@@ -145,18 +144,18 @@ def write_horizon(curves: dict, seconds: float, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     names = list(curves)
-    m = len(next(iter(curves[names[0]].values())))
     rows = [
         [h + 1, round((h + 1) * seconds, 6), p, *(float(curves[p][e][h]) for e in ERRORS)]
         for p in names
-        for h in range(m)
+        for h in range(len(curves[p]["mse"]))
     ]
-    files = [write_text(out / "horizon.csv", csv_text(["step", "seconds", "predictor", *ERRORS], rows))]
+    header = ["step", "seconds", "predictor", *ERRORS]
+    files = [write_text(out / "horizon.csv", csv_text(header, rows))]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), squeeze=False)
-    steps = np.arange(1, m + 1)
     for ax, e in zip(axes.flat, ERRORS):
         for p in names:
-            ax.plot(steps, curves[p][e].cpu().numpy(), marker=".", label=p)
+            y = curves[p][e].cpu().numpy()
+            ax.plot(np.arange(1, len(y) + 1), y, marker=".", label=p)
         ax.set_title(f"{e}" + (f" ({UNITS[e]})" if UNITS.get(e) else ""), fontsize=9)
         ax.set_xlabel(f"rollout step (frames of {1000 * seconds:.0f} ms)", fontsize=8)
         ax.set_yscale("log" if e == "mse" else "linear")
@@ -183,10 +182,9 @@ def example_figure(pred: dict, context: int, path: Path, title: str) -> Path:
         ax.axvline(context - 0.5, color="w", lw=1, ls="--")
         err = float(np.square(pred[kind][context:] - pred["target"][context:]).mean())
         label = kind.replace("_", "-")
-        ax.set_title(
-            label if kind == "target" else f"{label} (unit log-mel MSE after the context {err:.4f})",
-            fontsize=9,
-        )
+        if kind != "target":
+            label += f" (unit log-mel MSE after the context {err:.4f})"
+        ax.set_title(label, fontsize=9)
         ax.set_ylabel("mel bin", fontsize=8)
     axes[-1].set_xlabel("frame", fontsize=8)
     fig.suptitle(title, fontsize=10)

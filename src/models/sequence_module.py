@@ -52,7 +52,8 @@ log = RankedLogger(__name__)
 LOSSES = ("mse", "l1")
 SPECTRAL_TERMS = ("mse", "centroid", "bandwidth", "flatness", "entropy")
 PREDICTORS = ("model", "repeat_last", "mean_frame")
-MODES = ("step", "rollout")
+MODES = ("step", "rollout", "direct")  # direct: the k-ahead outputs of one step (ahead > 1)
+PREFIX = {"step": "", "rollout": "rollout_", "direct": "direct_"}
 
 
 class SequenceModule(L.LightningModule):
@@ -152,14 +153,19 @@ class SequenceModule(L.LightningModule):
         log.info(f"{type(self.net).__name__} for {spec.describe()}: {n:,} parameters")
 
     def build_metrics(self, context: int, horizon: int) -> None:
-        """One `SpectralErrors` per stage, mode and predictor, over `horizon` positions."""
+        """One `SpectralErrors` per stage, mode and predictor, over the horizon's positions
+        (direct k-ahead outputs: the first `ahead` of them)."""
         self.window = (int(context), int(horizon))
+        direct = min(int(self.hparams.ahead), int(horizon))
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_{mode}_{p}": SpectralErrors(self.freqs, horizon)
+                f"{stage}_{mode}_{p}": SpectralErrors(
+                    self.freqs, direct if mode == "direct" else horizon
+                )
                 for stage in ("val", "test")
                 for mode in MODES
                 for p in PREDICTORS
+                if mode != "direct" or (p == "model" and self.hparams.ahead > 1)
             }
         ).to(self.freqs.device)
 
@@ -274,14 +280,18 @@ class SequenceModule(L.LightningModule):
         last = w[:, c - 1 : c].expand(-1, m, -1)
         mean = self.frame_mean.expand_as(target)
         guesses = {
-            "step": {"model": pred[:, c - 1 :, 0], "repeat_last": w[:, c - 1 : -1]},
+            "step": {"model": pred[:, c - 1 :, 0].clamp(0.0, 1.0), "repeat_last": w[:, c - 1 : -1]}
         }
         if stage == "test" or self.hparams.val_rollout:
             guesses["rollout"] = {"model": self.rollout(w[:, :c], m), "repeat_last": last}
+        if self.hparams.ahead > 1:  # frames c..c+k-1, all from the step at frame c - 1
+            k = min(self.hparams.ahead, m)
+            guesses["direct"] = {"model": pred[:, c - 1, :k].clamp(0.0, 1.0)}
         for mode, preds in guesses.items():
             for name, x in preds.items():
-                self.metrics[f"{stage}_{mode}_{name}"].update(to_power(x, *self.db_range), target)
-            if not torch.isnan(mean).any():
+                t = target[:, : x.shape[1]]
+                self.metrics[f"{stage}_{mode}_{name}"].update(to_power(x, *self.db_range), t)
+            if mode != "direct" and not torch.isnan(mean).any():
                 self.metrics[f"{stage}_{mode}_mean_frame"].update(
                     to_power(mean, *self.db_range), target
                 )
@@ -294,30 +304,24 @@ class SequenceModule(L.LightningModule):
         return self._eval_step(batch, "test")
 
     def _epoch_end(self, stage: str) -> None:
-        values = {}
-        for mode in MODES:
-            for p in PREDICTORS:
-                m = self.metrics[f"{stage}_{mode}_{p}"]
-                if not m.updated:
-                    continue
-                prefix = "" if mode == "step" else "rollout_"
-                for name, v in m.compute().items():
-                    values[metric_key(stage, prefix + name, None if p == "model" else p)] = v
+        values, curves = {}, {}
+        for key, m in self.metrics.items():
+            if not key.startswith(f"{stage}_") or not m.updated:
+                continue
+            _, mode, p = key.split("_", 2)
+            for name, v in m.compute().items():
+                values[metric_key(stage, PREFIX[mode] + name, None if p == "model" else p)] = v
+            if mode != "step":
+                curves[p if mode == "rollout" else f"{p} ({mode})"] = m.curves()
+            m.reset()
         if not values:
             return
         base = values[metric_key(stage, "mse", "repeat_last")]
         score = 1.0 - values[metric_key(stage, "mse")] / base.clamp_min(1e-30)
         self.log(metric_key(stage, "score"), score, prog_bar=True, sync_dist=False)
-        self.log_dict(values, sync_dist=False)
+        self.log_dict(values, sync_dist=False)  # torchmetrics synced them already
         if stage == "test":
-            self.curves = {
-                k[len("test_") :]: m.curves()
-                for k, m in self.metrics.items()
-                if k.startswith("test_rollout_") and m.updated
-            }
-        for key, m in self.metrics.items():
-            if key.startswith(stage):
-                m.reset()
+            self.curves = curves
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
@@ -326,8 +330,9 @@ class SequenceModule(L.LightningModule):
         self._epoch_end("test")
 
     def horizon_curves(self) -> dict[str, dict[str, Tensor]]:
-        """The last test's rollout errors per horizon step: {predictor: {metric: (M,)}}."""
-        return {k[len("rollout_") :]: v for k, v in getattr(self, "curves", {}).items()}
+        """The last test's errors per step of the horizon: {predictor: {metric: (steps,)}},
+        rollouts under the predictor's name, direct k-ahead outputs as "model (direct)"."""
+        return dict(getattr(self, "curves", {}))
 
     # --- optimisation and checkpoints ------------------------------------------------------
     def configure_optimizers(self) -> Any:

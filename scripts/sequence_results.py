@@ -1,0 +1,190 @@
+"""Train the sequence experiments over several seeds on the default phrase dataset; tabulate
+their test metrics beside the repeat-last-frame and mean-frame baselines.
+
+    python scripts/sequence_results.py --seeds 3 [--experiments seq_lstm seq_gru ...] \
+        [--epochs N] [--markdown docs/sequence.md --figures docs/figures/sequence]
+
+Each (experiment, seed) runs through `src/train.py`'s task function exactly as
+`python src/train.py experiment=<name> seed=<seed>` would (its own epochs and settings unless
+--epochs is given); the best-validation checkpoint is tested. Reported as mean ± std over
+seeds: one-step metrics (each horizon frame from the true frames before it) and rollout
+metrics (primed with the context, the horizon generated), on linear-scale mel power
+(docs/sequence.md defines them). The baselines see the same test windows in every run, so
+their rows have no spread. The first run's horizon plot and an example figure are copied to
+`--figures`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from rich.console import Console
+from rich.table import Table
+
+from src.metrics import metric_key
+from src.metrics.spectral import ERRORS
+from src.paths import CONFIG_DIR, PROJECT_ROOT
+from src.train import train
+from src.utils.config import compose_config
+
+from mdreport import machine_line, markdown_table, spread, update_section
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("seq_*.yaml"))
+QUIET = [
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "extras.print_config=false",
+    "extras.enforce_tags=false",
+]
+# Column titles and number formats; linear MSE in units of 1e-7 (power re a full-scale sine).
+COLUMNS = {
+    "mse": ("MSE (1e-7)", ".3f", 1e7),
+    "mse_db": ("MSE dB²", ".2f", 1.0),
+    "centroid_err": ("centroid err Hz", ".1f", 1.0),
+    "bandwidth_err": ("bandwidth err Hz", ".1f", 1.0),
+    "flatness_err": ("flatness err", ".4f", 1.0),
+    "entropy_err": ("entropy err", ".4f", 1.0),
+}
+BASELINES = ("repeat_last", "mean_frame")
+
+
+def run_one(experiment: str, seed: int, epochs: int | None, out: Path, listen: int) -> dict:
+    overrides = [
+        f"experiment={experiment}",
+        f"seed={seed}",
+        f"callbacks.sequence_report.n_listen={listen}",
+        *QUIET,
+    ]
+    if epochs is not None:
+        overrides.append(f"trainer.max_epochs={epochs}")
+    cfg = compose_config("train", overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    started = time.perf_counter()
+    metrics, objects = train(cfg)
+    speed = json.loads((out / "speed.json").read_text())
+    return {
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "model": cfg.hydra.runtime.choices["model"],
+        "params": sum(p.numel() for p in objects["model"].parameters()),
+        "epochs": len(speed["epochs"]),
+        "seconds": time.perf_counter() - started,
+        "windows_per_s": statistics.fmean(e["records_per_s"] for e in speed["epochs"]),
+        "out": out,
+    }
+
+
+def rows_for(results: dict[str, list[dict]], prefix: str) -> tuple[list[str], list[list[str]]]:
+    """One table (one step: prefix "", rollout: "rollout_"): the baselines, then each model;
+    the one-step table adds the score (1 - MSE / repeat-last MSE; 0 for repeat-last)."""
+    cols = ["predictor", "parameters", *(COLUMNS[e][0] for e in ERRORS)]
+    if prefix == "":
+        cols.append("score")
+
+    def cells(runs: list[dict], who: str | None) -> list[str]:
+        out = []
+        for e in ERRORS:
+            _, fmt, scale = COLUMNS[e]
+            values = [r["metrics"][metric_key("test", prefix + e, who)] * scale for r in runs]
+            out.append(spread(values, fmt))
+        if prefix == "":
+            repeat = [r["metrics"][metric_key("test", "mse", "repeat_last")] for r in runs]
+            mse = [r["metrics"][metric_key("test", "mse", who)] for r in runs]
+            out.append(spread([1 - m / b for m, b in zip(mse, repeat, strict=True)], ".3f"))
+        return out
+
+    first = next(iter(results.values()))[:1]  # baselines: the same in every run
+    rows = [[b.replace("_", "-"), "0", *cells(first, b)] for b in BASELINES]
+    for name, runs in results.items():
+        rows.append([f"{name} ({runs[0]['model']})", f"{runs[0]['params']:,}", *cells(runs, None)])
+    return cols, rows
+
+
+def command(args: argparse.Namespace) -> str:
+    return (
+        f"python scripts/sequence_results.py --seeds {args.seeds} "
+        f"--experiments {' '.join(args.experiments)}"
+        + (f" --epochs {args.epochs}" if args.epochs is not None else "")
+        + (f" --markdown {args.markdown}" if args.markdown else "")
+        + (f" --figures {args.figures}" if args.figures else "")
+    )
+
+
+def show(title: str, cols: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=200).print(table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--experiments", nargs="+", default=EXPERIMENTS)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 1..N per experiment")
+    ap.add_argument("--epochs", type=int, default=None, help="default: each experiment's own")
+    ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "logs" / "sequence_results")
+    ap.add_argument("--markdown", help="update the results section of this markdown file")
+    ap.add_argument("--figures", type=Path, help="copy the first run's figures here")
+    args = ap.parse_args()
+    Console().print(f"[dim]{command(args)}[/]")
+    root = args.out / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+    results: dict[str, list[dict]] = {}
+    for i, exp in enumerate(args.experiments):
+        results[exp] = [
+            run_one(exp, seed, args.epochs, root / f"{exp}_seed{seed}", 1 if i == 0 else 0)
+            for seed in range(1, args.seeds + 1)
+        ]
+    tables = {
+        "one step": rows_for(results, ""),
+        "rollout": rows_for(results, "rollout_"),
+    }
+    for title, (cols, rows) in tables.items():
+        show(f"test, {title} ({args.seeds} seeds, mean ± std)", cols, rows)
+    timing = [
+        f"| {exp} | {runs[0]['epochs']} | {statistics.fmean(r['seconds'] for r in runs):.0f} | "
+        f"{statistics.fmean(r['windows_per_s'] for r in runs):,.0f} |"
+        for exp, runs in results.items()
+    ]
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        report = results[args.experiments[0]][0]["out"] / "sequence"
+        for name in ("horizon.png", "example_000.png"):
+            shutil.copyfile(report / name, args.figures / name)
+    if args.markdown:
+        lines = [
+            f"`{command(args)}`",
+            "",
+            f"Machine: {machine_line()}.",
+            "",
+            "One step (each of the 16 horizon frames of a test window predicted from the true "
+            "frames before it):",
+            "",
+            *markdown_table(*tables["one step"]),
+            "",
+            "Rollout (primed with the 32 context frames, the 16 horizon frames generated from "
+            "the model's own output; errors averaged over the 16 steps):",
+            "",
+            *markdown_table(*tables["rollout"]),
+            "",
+            "Time per run (training and test on the machine above, one torch thread):",
+            "",
+            "| experiment | epochs | seconds | train windows/s |",
+            "|---|---:|---:|---:|",
+            *timing,
+        ]
+        update_section(args.markdown, "sequence_results", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
