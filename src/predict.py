@@ -33,6 +33,12 @@ log = RankedLogger(__name__)
 
 def check_pairing(model, datamodule, ckpt_path: str) -> None:
     """The checkpoint must have been trained on data like the dataset that will image notes."""
+    if not hasattr(model, "specs"):
+        raise ConfigError(
+            f"checkpoint {ckpt_path} holds a {type(model).__name__}, which has no parameters to "
+            f"estimate; evaluate it with src/eval.py (for sequence models: data=wav_dir "
+            f"data.path=<audio> callbacks=eval_sequence)"
+        )
     if tuple(model.specs) != tuple(datamodule.heads):
         raise DataError(
             f"checkpoint {ckpt_path} predicts {[s.to_dict() for s in model.specs]} but dataset "

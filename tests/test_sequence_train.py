@@ -148,6 +148,18 @@ def test_eval_on_a_wav_folder_and_refusals(compose_cfg, one_thread, trained, tmp
         evaluate(compose_cfg("eval", [*wav[:-5], "logger=none"], out="wrong"))
 
 
+def test_predict_refuses_a_sequence_checkpoint(compose_cfg, one_thread, trained, toy, tmp_path):
+    from src.predict import predict
+    from tests.helpers.runs import on
+
+    _, objects, _ = trained
+    best = objects["trainer"].checkpoint_callback.best_model_path
+    wav = write_wavs(tmp_path, n_files=1, seconds=1.0)[0]
+    cfg = compose_cfg("predict", [*on(toy), f"ckpt_path={best}", f"audio={wav}"], out="predict")
+    with raises_user_error(ConfigError, "no parameters to estimate"):
+        predict(cfg)
+
+
 @pytest.mark.slow
 def test_the_lstm_experiment_beats_repeat_last_frame(compose_cfg, one_thread):
     """The acceptance run: experiment=seq_lstm as shipped, its dataset generated from the
