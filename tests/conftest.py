@@ -86,3 +86,13 @@ def phrases(tmp_path_factory) -> Path:
     from tests.helpers.sequence import make_phrases
 
     return make_phrases(tmp_path_factory.mktemp("phrases"))
+
+
+@pytest.fixture(scope="session")
+def words(tmp_path_factory) -> tuple[Path, list]:
+    """A Speech-Commands-layout collection of synth "words" (tests/helpers/words.py) and its
+    rows (file, word, pitch, speaker); shared read-only by the conversion and KWS tests."""
+    from tests.helpers.words import write_words
+
+    root = tmp_path_factory.mktemp("collection") / "words"
+    return root, write_words(root)

@@ -167,8 +167,9 @@ def datamodule_state(ckpt: dict, datamodule: L.LightningDataModule) -> dict:
 def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint") -> None:
     """Refuse data other than what the checkpoint was trained on: every head's range, step,
     scale and class count, the input kind and shape, the sample rate, and for images the
-    spectrogram config and channels; a task with a `data_differences(hparams, datamodule)`
-    hook (a list of differences) checks its own. Call before building."""
+    spectrogram config and channels, and the class names of nominal heads; a task with a
+    `data_differences(hparams, datamodule)` hook (a list of differences) checks its own. Call on
+    checked hyperparameters, before building."""
     hparams = checked_hyper_parameters(ckpt, where)
     # A task whose data is not described by a DataSpec says how its data may differ.
     own_check = getattr(task_of(ckpt, where), "data_differences", None)
@@ -194,6 +195,11 @@ def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint")
             now = datamodule.info.raw.get(key)
             if state[key] != now:
                 diffs.append(f"{key}: {state[key]} vs {now}")
+    # Nominal heads: the same class count is not enough, class k must name the same class.
+    if "class_names" in state:
+        now = {k: list(v) for k, v in getattr(datamodule, "class_names", {}).items()}
+        if state["class_names"] != now:
+            diffs.append(f"class_names: {state['class_names']} vs {now}")
     if diffs:
         raise DataError(
             f"{where} was trained on other data than {datamodule.data_dir} "
