@@ -1,14 +1,18 @@
 """Train the sequence experiments over several seeds on the default phrase dataset; tabulate
 their test metrics beside the repeat-last-frame and mean-frame baselines.
 
-    python scripts/sequence_results.py --seeds 3 [--experiments seq_lstm seq_gru ...] \
+    python scripts/sequence_results.py --seeds 3 [--experiments seq_lstm seq_gru:seq_gru_30k ...] \
         [--epochs N] [--markdown docs/sequence.md --figures docs/figures/sequence]
 
 Each (experiment, seed) runs through `src/train.py`'s task function exactly as
 `python src/train.py experiment=<name> seed=<seed>` would (its own epochs and settings unless
---epochs is given); the best-validation checkpoint is tested. Reported as mean ± std over
-seeds: one-step metrics (each horizon frame from the true frames before it) and rollout
-metrics (primed with the context, the horizon generated), on linear-scale mel power
+--epochs is given); `<name>:<model>` adds `model=<model>` (another size under the same
+experiment). The best-validation checkpoint is tested. Every run's metrics go to
+`<out>/<time>/results.json`, and the markdown section is rewritten after each experiment's
+seeds finish (marked partial until all have), so a stopped run keeps what it measured.
+Reported as mean ± std over seeds: one-step metrics (each horizon frame from the true frames
+before it) and rollout metrics (primed with the context, the horizon generated), on
+linear-scale mel power
 (docs/sequence.md defines them). The baselines see the same test windows in every run, so
 their rows have no spread. The first run's horizon plot and an example figure are copied to
 `--figures`.
@@ -55,9 +59,11 @@ COLUMNS = {
 BASELINES = ("repeat_last", "mean_frame")
 
 
-def run_one(experiment: str, seed: int, epochs: int | None, out: Path, listen: int) -> dict:
+def run_one(entry: str, seed: int, epochs: int | None, out: Path, listen: int) -> dict:
+    experiment, _, model = entry.partition(":")
     overrides = [
         f"experiment={experiment}",
+        *([f"model={model}"] if model else []),
         f"seed={seed}",
         f"callbacks.sequence_report.n_listen={listen}",
         *QUIET,
@@ -78,7 +84,7 @@ def run_one(experiment: str, seed: int, epochs: int | None, out: Path, listen: i
         "epochs": len(speed["epochs"]),
         "seconds": time.perf_counter() - started,
         "windows_per_s": statistics.fmean(e["records_per_s"] for e in speed["epochs"]),
-        "out": out,
+        "out": str(out),
     }
 
 
@@ -104,7 +110,11 @@ def rows_for(results: dict[str, list[dict]], prefix: str) -> tuple[list[str], li
     first = next(iter(results.values()))[:1]  # baselines: the same in every run
     rows = [[b.replace("_", "-"), "0", *cells(first, b)] for b in BASELINES]
     for name, runs in results.items():
-        rows.append([f"{name} ({runs[0]['model']})", f"{runs[0]['params']:,}", *cells(runs, None)])
+        experiment, _, model = name.partition(":")
+        run_as = f"experiment={experiment}" + (f" model={model}" if model else "")
+        rows.append(
+            [f"{runs[0]['model']} (`{run_as}`)", f"{runs[0]['params']:,}", *cells(runs, None)]
+        )
     return cols, rows
 
 
@@ -142,48 +152,67 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for i, exp in enumerate(args.experiments):
         results[exp] = [
-            run_one(exp, seed, args.epochs, root / f"{exp}_seed{seed}", 1 if i == 0 else 0)
+            run_one(
+                exp,
+                seed,
+                args.epochs,
+                root / f"{exp.replace(':', '_')}_seed{seed}",
+                1 if i == 0 else 0,
+            )
             for seed in range(1, args.seeds + 1)
         ]
+        (root / "results.json").write_text(json.dumps(results, indent=1))
+        if i == 0 and args.figures:
+            args.figures.mkdir(parents=True, exist_ok=True)
+            report = Path(results[exp][0]["out"]) / "sequence"
+            for name in ("horizon.png", "example_000.png"):
+                shutil.copyfile(report / name, args.figures / name)
+        report_tables(args, results, final=i == len(args.experiments) - 1)
+
+
+def report_tables(args: argparse.Namespace, results: dict[str, list[dict]], final: bool) -> None:
     tables = {
         "one step": rows_for(results, ""),
         "rollout": rows_for(results, "rollout_"),
     }
-    for title, (cols, rows) in tables.items():
-        show(f"test, {title} ({args.seeds} seeds, mean ± std)", cols, rows)
+    if final:
+        for title, (cols, rows) in tables.items():
+            show(f"test, {title} ({args.seeds} seeds, mean ± std)", cols, rows)
     timing = [
         f"| {exp} | {runs[0]['epochs']} | {statistics.fmean(r['seconds'] for r in runs):.0f} | "
         f"{statistics.fmean(r['windows_per_s'] for r in runs):,.0f} |"
         for exp, runs in results.items()
     ]
-    if args.figures:
-        args.figures.mkdir(parents=True, exist_ok=True)
-        report = results[args.experiments[0]][0]["out"] / "sequence"
-        for name in ("horizon.png", "example_000.png"):
-            shutil.copyfile(report / name, args.figures / name)
-    if args.markdown:
-        lines = [
-            f"`{command(args)}`",
-            "",
-            f"Machine: {machine_line()}.",
-            "",
-            "One step (each of the 16 horizon frames of a test window predicted from the true "
-            "frames before it):",
-            "",
-            *markdown_table(*tables["one step"]),
-            "",
-            "Rollout (primed with the 32 context frames, the 16 horizon frames generated from "
-            "the model's own output; errors averaged over the 16 steps):",
-            "",
-            *markdown_table(*tables["rollout"]),
-            "",
-            "Time per run (training and test on the machine above, one torch thread):",
-            "",
-            "| experiment | epochs | seconds | train windows/s |",
-            "|---|---:|---:|---:|",
-            *timing,
-        ]
-        update_section(args.markdown, "sequence_results", "\n".join(lines))
+    if not args.markdown:
+        return
+    partial = (
+        []
+        if final
+        else [f"**Partial**: {len(results)} of {len(args.experiments)} experiments finished.", ""]
+    )
+    lines = [
+        f"`{command(args)}`",
+        "",
+        *partial,
+        f"Machine: {machine_line()}.",
+        "",
+        "One step (each of the 16 horizon frames of a test window predicted from the true "
+        "frames before it):",
+        "",
+        *markdown_table(*tables["one step"]),
+        "",
+        "Rollout (primed with the 32 context frames, the 16 horizon frames generated from "
+        "the model's own output; errors averaged over the 16 steps):",
+        "",
+        *markdown_table(*tables["rollout"]),
+        "",
+        "Time per run (training and test on the machine above, one torch thread):",
+        "",
+        "| experiment | epochs | seconds | train windows/s |",
+        "|---|---:|---:|---:|",
+        *timing,
+    ]
+    update_section(args.markdown, "sequence_results", "\n".join(lines))
 
 
 if __name__ == "__main__":
