@@ -7,21 +7,23 @@ their test metrics beside the repeat-last-frame and mean-frame baselines.
 Each (experiment, seed) runs through `src/train.py`'s task function exactly as
 `python src/train.py experiment=<name> seed=<seed>` would (its own epochs and settings unless
 --epochs is given); `<name>:<model>` adds `model=<model>` (another size under the same
-experiment). The best-validation checkpoint is tested. Every run's metrics go to
-`<out>/<time>/results.json`, and the markdown section is rewritten after each experiment's
-seeds finish (marked partial until all have), so a stopped run keeps what it measured.
-Reported as mean ± std over seeds: one-step metrics (each horizon frame from the true frames
-before it) and rollout metrics (primed with the context, the horizon generated), on
-linear-scale mel power
-(docs/sequence.md defines them). The baselines see the same test windows in every run, so
-their rows have no spread. The first run's horizon plot and an example figure are copied to
-`--figures`.
+experiment), and `,key=value` parts add any other override (e.g. a training option:
+`seq_lstm,model.scheduled_sampling.max_prob=0.5`). The best-validation checkpoint is
+tested. Every run's metrics go to `<out>/<time>/results.json`, and the markdown section is
+rewritten after each experiment's seeds finish (marked partial until all have), so a stopped
+run keeps what it measured. Reported as mean ± std over seeds: one-step metrics (each horizon
+frame from the true frames before it) and rollout metrics (primed with the context, the
+horizon generated), on linear-scale mel power (docs/sequence.md defines them). The baselines
+see the same test windows in every run, so their rows have no spread. The first run's horizon
+plot and an example figure are copied to `--figures`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import shutil
 import statistics
 import time
@@ -59,11 +61,16 @@ COLUMNS = {
 BASELINES = ("repeat_last", "mean_frame")
 
 
+def entry_overrides(entry: str) -> list[str]:
+    """`experiment[:model][,key=value...]` -> the Hydra overrides of that entry."""
+    head, *extra = entry.split(",")
+    experiment, _, model = head.partition(":")
+    return [f"experiment={experiment}", *([f"model={model}"] if model else []), *extra]
+
+
 def run_one(entry: str, seed: int, epochs: int | None, out: Path, listen: int) -> dict:
-    experiment, _, model = entry.partition(":")
     overrides = [
-        f"experiment={experiment}",
-        *([f"model={model}"] if model else []),
+        *entry_overrides(entry),
         f"seed={seed}",
         f"callbacks.sequence_report.n_listen={listen}",
         *QUIET,
@@ -110,8 +117,7 @@ def rows_for(results: dict[str, list[dict]], prefix: str) -> tuple[list[str], li
     first = next(iter(results.values()))[:1]  # baselines: the same in every run
     rows = [[b.replace("_", "-"), "0", *cells(first, b)] for b in BASELINES]
     for name, runs in results.items():
-        experiment, _, model = name.partition(":")
-        run_as = f"experiment={experiment}" + (f" model={model}" if model else "")
+        run_as = " ".join(entry_overrides(name))
         rows.append(
             [f"{runs[0]['model']} (`{run_as}`)", f"{runs[0]['params']:,}", *cells(runs, None)]
         )
@@ -121,7 +127,7 @@ def rows_for(results: dict[str, list[dict]], prefix: str) -> tuple[list[str], li
 def command(args: argparse.Namespace) -> str:
     return (
         f"python scripts/sequence_results.py --seeds {args.seeds} "
-        f"--experiments {' '.join(args.experiments)}"
+        f"--experiments {' '.join(shlex.quote(e) for e in args.experiments)}"
         + (f" --epochs {args.epochs}" if args.epochs is not None else "")
         + (f" --markdown {args.markdown}" if args.markdown else "")
         + (f" --figures {args.figures}" if args.figures else "")
@@ -156,7 +162,7 @@ def main() -> None:
                 exp,
                 seed,
                 args.epochs,
-                root / f"{exp.replace(':', '_')}_seed{seed}",
+                root / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', exp)}_seed{seed}",
                 1 if i == 0 else 0,
             )
             for seed in range(1, args.seeds + 1)
