@@ -131,6 +131,7 @@ def command(args: argparse.Namespace) -> str:
         + (f" --epochs {args.epochs}" if args.epochs is not None else "")
         + (f" --markdown {args.markdown}" if args.markdown else "")
         + (f" --figures {args.figures}" if args.figures else "")
+        + (f" --reuse {args.reuse}" if args.reuse else "")
     )
 
 
@@ -151,22 +152,35 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "logs" / "sequence_results")
     ap.add_argument("--markdown", help="update the results section of this markdown file")
     ap.add_argument("--figures", type=Path, help="copy the first run's figures here")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="results.json of an earlier run with the same settings: its finished experiments "
+        "are taken from it, not run again (named on the page)",
+    )
     args = ap.parse_args()
+    args.reused = []
     Console().print(f"[dim]{command(args)}[/]")
     root = args.out / time.strftime("%Y-%m-%d_%H-%M-%S")
 
+    earlier = json.loads(args.reuse.read_text()) if args.reuse else {}
     results: dict[str, list[dict]] = {}
     for i, exp in enumerate(args.experiments):
-        results[exp] = [
-            run_one(
-                exp,
-                seed,
-                args.epochs,
-                root / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', exp)}_seed{seed}",
-                1 if i == 0 else 0,
-            )
-            for seed in range(1, args.seeds + 1)
-        ]
+        if len(earlier.get(exp, [])) == args.seeds:
+            results[exp] = earlier[exp]
+            args.reused.append(exp)
+        else:
+            results[exp] = [
+                run_one(
+                    exp,
+                    seed,
+                    args.epochs,
+                    root / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', exp)}_seed{seed}",
+                    1 if i == 0 else 0,
+                )
+                for seed in range(1, args.seeds + 1)
+            ]
+        root.mkdir(parents=True, exist_ok=True)
         (root / "results.json").write_text(json.dumps(results, indent=1))
         if i == 0 and args.figures:
             args.figures.mkdir(parents=True, exist_ok=True)
@@ -196,10 +210,16 @@ def report_tables(args: argparse.Namespace, results: dict[str, list[dict]], fina
         if final
         else [f"**Partial**: {len(results)} of {len(args.experiments)} experiments finished.", ""]
     )
+    reused = (
+        [f"Taken from the earlier run {args.reuse} (same settings): {', '.join(args.reused)}.", ""]
+        if args.reused
+        else []
+    )
     lines = [
         f"`{command(args)}`",
         "",
         *partial,
+        *reused,
         f"Machine: {machine_line()}.",
         "",
         "One step (each of the 16 horizon frames of a test window predicted from the true "
