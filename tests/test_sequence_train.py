@@ -36,6 +36,29 @@ def test_fast_dev_run(compose_cfg, one_thread, phrases, overrides):
     assert ("test/direct_mse" in metrics) == (objects["model"].hparams.ahead > 1)
 
 
+def test_fast_dev_run_trains_on_a_wav_folder(compose_cfg, one_thread, tmp_path):
+    """data=wav_dir with splits trains too; the mean-frame baseline comes from its train files."""
+    write_wavs(tmp_path / "wavs", n_files=5, seconds=2.0)
+    overrides = [
+        "experiment=seq_lstm",
+        "model=seq_lstm_40k",
+        "data=wav_dir",
+        f"data.path={tmp_path / 'wavs'}",
+        "data.splits={train: 0.6, val: 0.2, test: 0.2}",
+        "data.clip_seconds=1.0",
+        "data.spectrogram.height=16",
+        "data.spectrogram.width=32",
+        "data.context=8",
+        "data.horizon=4",
+        "data.batch_size=8",
+        "debug=fdr",
+    ]
+    metrics, objects = train(compose_cfg("train", overrides))
+    assert objects["datamodule"].spec.frame_mean is not None
+    for key in ("test/score", "test/mean_frame/mse", "test/repeat_last/rollout_mse"):
+        assert key in metrics, key
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
