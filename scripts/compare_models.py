@@ -42,7 +42,8 @@ from src.utils.config import compose_config
 
 from mdreport import machine_line, markdown_table, results_table, update_section
 
-# Parameter-estimation models only (the codec's configs have their own study: codec_report.py).
+# Parameter-estimation models only (the codec's configs have codec_report.py, the sequence
+# models sequence_results.py).
 ALL_MODELS = sorted(
     p.stem
     for p in (CONFIG_DIR / "model").glob("*.yaml")

@@ -2,7 +2,8 @@
 
 Model config names state their size (cnn_10k.yaml ...); this measures it, so names and
 comments can be checked against the real count. Image models get the image shape, waveform
-models (a net whose class takes audio) the waveform length and sample rate.
+models (a net whose class takes audio) the waveform length and sample rate, sequence models
+(seq_*.yaml) the frames of the default phrase data (64 mel bins).
 
     python scripts/count_params.py                             # default dataset shape/heads
     python scripts/count_params.py --input-shape 64x16x3 --heads pitch:9,level:8
@@ -21,6 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import OmegaConf
 
+from src.data.frames import recipe_frames
 from src.data.spec import DataSpec
 from src.data.vimh import ParamSpec, read_info
 from src.models.multihead_module import net_input_kind
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = {
         "image": DataSpec("image", tuple(image_shape), rate, heads),
         "audio": DataSpec("audio", (1, samples), rate, heads),
+        "frames": recipe_frames(OmegaConf.load(CONFIG_DIR / "data" / "phrase.yaml")),
     }
     configs = args.configs or sorted((CONFIG_DIR / "model").glob("*.yaml"), key=_natural)
 

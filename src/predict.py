@@ -111,10 +111,12 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     ckpt = read_checkpoint(cfg.ckpt_path)
     model = module_from_checkpoint(ckpt)
-    if not hasattr(model, "specs"):  # e.g. a codec: it reconstructs audio, it has no heads
+    if not hasattr(model, "specs"):  # a sequence model or a codec: it has no heads
         raise ConfigError(
-            f"{cfg.ckpt_path} holds a {type(model).__name__}, which predicts no parameters; "
-            f"test it with src/eval.py (docs/codec.md for codecs)"
+            f"checkpoint {cfg.ckpt_path} holds a {type(model).__name__}, which has no "
+            f"parameters to estimate; evaluate it with src/eval.py (sequence models on "
+            f"recordings: data=wav_dir data.path=<audio> callbacks=eval_sequence; codecs: "
+            f"docs/codec.md)"
         )
     datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
     check_pairing(model, datamodule, cfg.ckpt_path)

@@ -35,10 +35,7 @@ def build(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict:
     datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
     datamodule.open_splits()  # a missing or empty split fails here, before any training
     spec = datamodule.spec
-    log.info(
-        f"Dataset {datamodule.data_dir}: {spec.input_kind} input {tuple(spec.input_shape)}, heads "
-        + ", ".join(f"{p.name} ({p.num_classes} classes)" for p in spec.heads)
-    )
+    log.info(f"Dataset {datamodule.data_dir}: {spec.describe()}")
     model = instantiate(
         cfg.model, **spec.model_kwargs(), compile=bool(cfg.trainer.get("compile", False))
     )

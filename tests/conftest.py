@@ -80,6 +80,15 @@ def trained_ckpt(tmp_path_factory, toy) -> Path:
 
 
 @pytest.fixture(scope="session")
+def phrases(tmp_path_factory) -> Path:
+    """A tiny generated phrase dataset for the sequence task: 1 s phrases as 16 mel bins x 32
+    frames, 48 records (read-only, shared)."""
+    from tests.helpers.sequence import make_phrases
+
+    return make_phrases(tmp_path_factory.mktemp("phrases"))
+
+
+@pytest.fixture(scope="session")
 def words(tmp_path_factory) -> tuple[Path, list]:
     """A Speech-Commands-layout collection of synth "words" (tests/helpers/words.py) and its
     rows (file, word, pitch, speaker); shared read-only by the conversion and KWS tests."""

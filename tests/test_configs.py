@@ -88,7 +88,8 @@ def test_config_composes(compose_cfg, config, group, option):
             gen = recipe_config(source.recipe, out_dir=cfg.paths.data_dir)
             assert dataset_name(gen).startswith("vimh-")
         else:
-            assert "data_dir" in source or "wav_dir" in source
+            # a folder, or files (data=wav_dir's path, a codec source's wav_dir)
+            assert {"data_dir", "wav_dir", "path"} & set(source.keys())
     # The model builds for the default data of its input kind.
     if "model" in cfg:
         spec = DEFAULT_DATA[net_input_kind(cfg.model.net._target_)]

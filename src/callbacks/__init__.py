@@ -7,6 +7,7 @@ from src.callbacks.head_table import HeadMetricsTable
 from src.callbacks.predictions import PredictionReport
 from src.callbacks.resume import ResumeState
 from src.callbacks.resynthesis import ResynthesisReport
+from src.callbacks.sequence_report import SequenceReport
 from src.callbacks.speed import TrainingSpeed
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "PredictionReport",
     "ResumeState",
     "ResynthesisReport",
+    "SequenceReport",
     "TrainingSpeed",
 ]

@@ -20,6 +20,7 @@ from torchmetrics.functional.classification import (
 
 from src.data.vimh.classes import is_nominal
 from src.data.vimh.format import ParamSpec
+from src.errors import ConfigError
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -40,6 +41,14 @@ class PredictionReport(L.Callback):
         self.dirname = dirname
         self.table: dict[str, list[torch.Tensor]] = {}
         self.gathered: dict[str, np.ndarray] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "test" and not hasattr(pl_module, "specs"):
+            raise ConfigError(
+                f"the predictions report (callbacks=eval) is for parameter-estimation models; "
+                f"a {type(pl_module).__name__} has no heads: use its task's eval callbacks "
+                f"(callbacks=eval_sequence for sequence models)"
+            )
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.table = {}

@@ -96,12 +96,14 @@ def check_digest(folder: Path, digest: str) -> None:
 def build_datamodule(data_cfg: DictConfig, data_root: str | Path):
     """Provide the dataset, then instantiate the datamodule on its folder. A data config with
     `sources` (several datasets, e.g. `src/data/waveforms.py`) gets the data root instead and
-    provides each source itself."""
+    provides each source itself; one with neither `data_dir` nor `recipe` names its own
+    source (e.g. data=wav_dir's `path`)."""
     if data_cfg.get("sources") is not None:
         node = OmegaConf.to_container(data_cfg, resolve=True)
         return instantiate(node, data_root=str(data_root), _convert_="all")
-    folder = dataset_folder(data_cfg, data_root)
     node = OmegaConf.to_container(data_cfg, resolve=True)
-    node.pop("recipe", None)
-    node["data_dir"] = str(folder)
+    if "data_dir" in node or "recipe" in node:
+        folder = dataset_folder(data_cfg, data_root)
+        node.pop("recipe", None)
+        node["data_dir"] = str(folder)
     return instantiate(node, _convert_="all")  # plain values only: they go into checkpoints

@@ -73,3 +73,103 @@ class DataSpec:
             "sample_rate": self.sample_rate,
             "train_means": None if self.train_means is None else dict(self.train_means),
         }
+
+    def describe(self) -> str:
+        """One line for the log: input kind and shape, and the heads."""
+        heads = ", ".join(f"{p.name} ({p.num_classes} classes)" for p in self.heads)
+        return f"{self.input_kind} input {tuple(self.input_shape)}, heads {heads}"
+
+
+# What defines a frame of a sequence dataset: compared between a checkpoint and a dataset.
+FRAME_FACTS = (
+    "sample_rate",
+    "hop_length",
+    "height",
+    "kind",
+    "scale",
+    "n_fft",
+    "f_min",
+    "f_max",
+    "db_min",
+    "db_max",
+    "window",
+)
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """The handoff of the sequence task: frames of one power channel as unit log-mel.
+
+    `frames` holds `FRAME_FACTS` (how a frame was made: rate, hop, mel bands, dB range), so a
+    model can be rebuilt, its metrics placed on frequencies and its frames heard again;
+    `context` and `horizon` are the window the data serves (frames given, frames predicted);
+    `frame_mean` is the mean training frame (the mean-frame baseline), None without a train
+    split. Frame sequences carry no heads.
+    """
+
+    frames: dict
+    context: int
+    horizon: int
+    frame_mean: tuple[float, ...] | None = None
+    input_kind = "frames"  # class attributes, not fields: what train.py reads of any spec
+    heads = ()
+
+    def __post_init__(self) -> None:
+        missing = [k for k in FRAME_FACTS if k not in self.frames]
+        if missing:
+            raise ValueError(f"frames lacks {missing}")
+        if self.context < 1 or self.horizon < 1:
+            raise ValueError(
+                f"context and horizon must be >= 1, got {self.context}, {self.horizon}"
+            )
+        if self.frame_mean is not None and len(self.frame_mean) != self.frames["height"]:
+            raise ValueError(
+                f"frame_mean has {len(self.frame_mean)} bins, frames have {self.frames['height']}"
+            )
+
+    @property
+    def n_mels(self) -> int:
+        return int(self.frames["height"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.frames["sample_rate"])
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(window frames, bins)."""
+        return (self.context + self.horizon, self.n_mels)
+
+    @classmethod
+    def from_model_kwargs(cls, kwargs: dict) -> FrameSpec:
+        mean = kwargs.get("frame_mean")
+        return cls(
+            frames=dict(kwargs["frames"]),
+            context=int(kwargs["context"]),
+            horizon=int(kwargs["horizon"]),
+            frame_mean=None if mean is None else tuple(float(v) for v in mean),
+        )
+
+    def model_kwargs(self) -> dict:
+        return {
+            "frames": dict(self.frames),
+            "context": self.context,
+            "horizon": self.horizon,
+            "frame_mean": None if self.frame_mean is None else list(self.frame_mean),
+        }
+
+    def differences(self, other: FrameSpec) -> list[str]:
+        """How frames of `other` differ from these ("<fact>: <self> vs <other>"); the window
+        (context, horizon) may differ: a model runs on any length."""
+        return [
+            f"{k}: {self.frames[k]} vs {other.frames.get(k)}"
+            for k in FRAME_FACTS
+            if self.frames[k] != other.frames.get(k)
+        ]
+
+    def describe(self) -> str:
+        f = self.frames
+        return (
+            f"frames of {f['height']} {f['scale']} bins every {f['hop_length']} samples at "
+            f"{f['sample_rate']} Hz; windows of {self.context} + {self.horizon} frames"
+        )

@@ -27,6 +27,7 @@ from src.synth.base import Synth
 from src.synth.fm import FMSynth
 from src.synth.moog import MoogSynth
 from src.synth.noise import NoiseSynth
+from src.synth.phrase import PhraseSynth
 from src.synth.saw import SawSynth
 
 # The only synth classes a dataset file can name: `_target_` strings are never imported.
@@ -35,6 +36,7 @@ SYNTHS: dict[str, type[Synth]] = {
     "src.synth.moog.MoogSynth": MoogSynth,
     "src.synth.fm.FMSynth": FMSynth,
     "src.synth.noise.NoiseSynth": NoiseSynth,
+    "src.synth.phrase.PhraseSynth": PhraseSynth,
 }
 
 

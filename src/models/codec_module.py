@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from src.data.spec import DataSpec
-from src.errors import ConfigError, DataError
+from src.errors import ConfigError
 from src.metrics import metric_key
 from src.metrics.audio import stft_power
 from src.metrics.codec import (
@@ -36,7 +36,8 @@ from src.metrics.codec import (
     stoi_available,
     waveform_metrics,
 )
-from src.models.multihead_module import _as_partial, _plain
+from src.models.optim import as_partial, configure_optimizers
+from src.utils.config import plain
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -88,7 +89,7 @@ class CodecModule(L.LightningModule):
         super().__init__()
         self.task = "codec"
         # `heads` and `train_means` (passed by train.py for every task) are not a codec's business.
-        net = _plain(net)
+        net = plain(net)
         if not isinstance(net, dict) or "_target_" not in net:
             raise TypeError(f"net must be a config mapping with _target_, got {type(net)}")
         if input_kind not in (None, "audio"):
@@ -98,7 +99,7 @@ class CodecModule(L.LightningModule):
             )
         if sample_rate is None:
             raise ConfigError("the codec needs the data's sample rate; none was given")
-        input_shape = [int(v) for v in _plain(input_shape)]
+        input_shape = [int(v) for v in plain(input_shape)]
         self.save_hyperparameters(
             {
                 "net": net,
@@ -108,13 +109,13 @@ class CodecModule(L.LightningModule):
                 "snr_weight": float(snr_weight),
                 "mrstft_weight": float(mrstft_weight),
                 "commitment_weight": float(commitment_weight),
-                "loss_fft_sizes": [int(n) for n in _plain(loss_fft_sizes)],
+                "loss_fft_sizes": [int(n) for n in plain(loss_fft_sizes)],
                 "stoi": bool(stoi),
                 "compile": bool(compile),
             }
         )
-        self.optimizer_factory = _as_partial(optimizer)
-        self.scheduler_factory = _as_partial(scheduler)
+        self.optimizer_factory = as_partial(optimizer)
+        self.scheduler_factory = as_partial(scheduler)
         self.net = hydra.utils.instantiate(
             net,
             input_shape=tuple(input_shape),
@@ -277,44 +278,25 @@ class CodecModule(L.LightningModule):
 
     # --- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        """The optimizer partial over every parameter; a CosineAnnealingLR without T_max runs
-        over the whole training, stepped per batch."""
-        if self.optimizer_factory is None:
-            raise ValueError("no optimizer configured; pass optimizer=<partial> to train")
-        optimizer = self.optimizer_factory(self.parameters())
-        factory = self.scheduler_factory
-        if factory is None:
-            return optimizer
-        kwargs, interval = dict(getattr(factory, "keywords", {})), "epoch"
-        func = getattr(factory, "func", factory)
-        if func is torch.optim.lr_scheduler.CosineAnnealingLR and "T_max" not in kwargs:
-            steps = self.trainer.estimated_stepping_batches
-            if not math.isfinite(steps):
-                raise ValueError("the cosine schedule needs trainer.max_epochs or max_steps")
-            kwargs["T_max"], interval = int(steps), "step"
-        scheduler = func(optimizer, **kwargs)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
-        }
+        """The optimizer over every parameter and its schedule, by the rules shared by every
+        task (`src/models/optim.py`)."""
+        return configure_optimizers(
+            self, self.optimizer_factory, self.scheduler_factory, self.parameters(), "val/score"
+        )
 
     # --- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Name the task, so eval rebuilds this class from the checkpoint (src/models/tasks.py)."""
         checkpoint["task"] = self.task
 
-    @classmethod
-    def check_data(cls, hparams: dict, datamodule: Any, where: str) -> None:
+    @staticmethod
+    def data_differences(hparams: dict, datamodule: Any) -> list[str]:
         """A codec is convolutional along time: any clip length works, but the data must be
-        waveforms at the rate it was trained on."""
+        waveforms at the rate it was trained on (tasks.check_data_matches)."""
         spec: DataSpec = datamodule.spec
         diffs = []
         if spec.input_kind != "audio":
             diffs.append(f"input kind: audio vs {spec.input_kind}")
         if spec.sample_rate is not None and int(spec.sample_rate) != int(hparams["sample_rate"]):
             diffs.append(f"sample rate: {hparams['sample_rate']} Hz vs {spec.sample_rate} Hz")
-        if diffs:
-            raise DataError(
-                f"{where} was trained on other data than this data config (checkpoint vs "
-                f"data): " + "; ".join(diffs)
-            )
+        return diffs

@@ -8,15 +8,12 @@ and load with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from src.data.spec import INPUT_KINDS
@@ -25,20 +22,11 @@ from src.errors import ConfigError
 from src.metrics import metric_key
 from src.metrics.estimation import EstimationMetrics
 from src.models.heads import build_head, resolve_head_modes
+from src.models.optim import as_partial, configure_optimizers
+from src.utils.config import plain as _plain
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
-
-
-def _plain(obj: Any) -> Any:
-    """OmegaConf nodes -> plain dicts/lists (resolved); tuples -> lists; rest unchanged."""
-    if isinstance(obj, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(obj, resolve=True)
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _head_spec(head: Any) -> ParamSpec:
@@ -71,17 +59,6 @@ def _build_net(net: dict, input_shape: list[int], input_kind: str | None, sample
             raise ConfigError(f"{net['_target_']} needs the data's sample rate; none was given")
         extra["sample_rate"] = int(sample_rate)
     return hydra.utils.instantiate(net, input_shape=tuple(input_shape), **extra, _convert_="all")
-
-
-def _as_partial(node: Any) -> Any:
-    """An optimizer/scheduler given as a Hydra node (partial or not) or a callable -> callable."""
-    if node is None or callable(node):
-        return node
-    cfg = _plain(node)
-    if not isinstance(cfg, dict) or "_target_" not in cfg:
-        raise TypeError(f"expected a callable or a config with _target_, got {node!r}")
-    cfg["_partial_"] = True
-    return hydra.utils.instantiate(cfg)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -145,8 +122,8 @@ class MultiheadModule(L.LightningModule):
                 "compile": bool(compile),
             }
         )
-        self.optimizer_factory = _as_partial(optimizer)
-        self.scheduler_factory = _as_partial(scheduler)
+        self.optimizer_factory = as_partial(optimizer)
+        self.scheduler_factory = as_partial(scheduler)
 
         self.specs = specs
         self.modes = modes
@@ -299,52 +276,17 @@ class MultiheadModule(L.LightningModule):
         return self.parameters()
 
     def configure_optimizers(self) -> Any:
-        """Build the optimizer partial (and scheduler, if any) for this module's parameters.
-
-        A backbone with `param_groups(lr)` (a list of param-group dicts covering all its
-        parameters) sets its own groups; heads use the optimizer's lr. Schedulers:
-        CosineAnnealingLR without T_max and OneCycleLR without total_steps/epochs get the
-        trainer's total optimizer steps and step every batch; ReduceLROnPlateau monitors
-        `scheduler_monitor` (mode "max" for score/acc monitors unless given); anything else
-        steps once per epoch.
-        """
-        if self.optimizer_factory is None:
-            raise ValueError("no optimizer configured; pass optimizer=<partial> to train")
+        """The optimizer (and scheduler, if any) over this module's parameters, by the rules of
+        `src/models/optim.py`. A backbone with `param_groups(lr)` (a list of param-group dicts
+        covering all its parameters) sets its own groups; heads use the optimizer's lr."""
         lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        optimizer = self.optimizer_factory(self._param_groups(lr))
-        if self.scheduler_factory is None:
-            return optimizer
-        factory = self.scheduler_factory
-        func = getattr(factory, "func", factory)
-        kwargs = dict(getattr(factory, "keywords", {}))
-        config: dict[str, Any] = {"interval": "epoch", "frequency": 1}
-        rop = torch.optim.lr_scheduler.ReduceLROnPlateau
-        if func is torch.optim.lr_scheduler.CosineAnnealingLR and "T_max" not in kwargs:
-            kwargs["T_max"] = self._total_steps()
-            config["interval"] = "step"
-        elif func is torch.optim.lr_scheduler.OneCycleLR:
-            if "total_steps" not in kwargs and "epochs" not in kwargs:
-                kwargs["total_steps"] = self._total_steps()
-            kwargs.setdefault("max_lr", [g["lr"] for g in optimizer.param_groups])
-            config["interval"] = "step"
-        elif isinstance(func, type) and issubclass(func, rop):
-            monitor = self.hparams.scheduler_monitor
-            kwargs.setdefault("mode", "max" if monitor.endswith(("score", "acc")) else "min")
-            config["monitor"] = monitor
-        if isinstance(factory, functools.partial):
-            scheduler = factory.func(optimizer, *factory.args, **kwargs)
-        else:
-            scheduler = factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **config}}
-
-    def _total_steps(self) -> int:
-        steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(steps):
-            raise ValueError(
-                "the scheduler needs the total number of steps: set trainer.max_epochs or "
-                "max_steps, or give the scheduler T_max/total_steps explicitly"
-            )
-        return int(steps)
+        return configure_optimizers(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self._param_groups(lr),
+            self.hparams.scheduler_monitor,
+        )
 
     # --- checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

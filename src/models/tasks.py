@@ -31,11 +31,16 @@ from src.data.spec import DataSpec
 from src.errors import DataError, DatasetNotFoundError
 from src.models.codec_module import CodecModule
 from src.models.multihead_module import MultiheadModule
+from src.models.sequence_module import SequenceModule
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
-TASKS: dict[str, type[L.LightningModule]] = {"multihead": MultiheadModule, "codec": CodecModule}
+TASKS: dict[str, type[L.LightningModule]] = {
+    "multihead": MultiheadModule,
+    "codec": CodecModule,
+    "sequence": SequenceModule,
+}
 DEFAULT_TASK = "multihead"  # checkpoints written before tasks were named
 COMPONENTS = "src.models.components"  # the only package a checkpoint may name classes from
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
@@ -164,13 +169,20 @@ def datamodule_state(ckpt: dict, datamodule: L.LightningDataModule) -> dict:
 def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint") -> None:
     """Refuse data other than what the checkpoint was trained on: every head's range, step,
     scale and class count, the input kind and shape, the sample rate, and for images the
-    spectrogram config and channels, and the class names of nominal heads. Call on checked
-    hyperparameters, before building. A task with its own idea of matching data has a
-    `check_data(hparams, datamodule, where)` hook."""
+    spectrogram config and channels, and the class names of nominal heads; a task with a
+    `data_differences(hparams, datamodule)` hook (a list of differences) checks its own. Call on
+    checked hyperparameters, before building."""
     hparams = checked_hyper_parameters(ckpt, where)
-    hook = getattr(task_of(ckpt, where), "check_data", None)
-    if hook is not None:
-        hook(hparams, datamodule, where)
+    # A task whose data is not described by a DataSpec says how its data may differ.
+    own_check = getattr(task_of(ckpt, where), "data_differences", None)
+    if own_check is not None:
+        diffs = own_check(hparams, datamodule)
+        if diffs:
+            data = getattr(datamodule, "data_dir", None) or "this data config"
+            raise DataError(
+                f"{where} was trained on other data than {data} (checkpoint vs data): "
+                + "; ".join(diffs)
+            )
         return
     try:
         trained = DataSpec.from_model_kwargs(hparams)

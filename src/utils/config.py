@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.paths import CONFIG_DIR
 
@@ -22,3 +25,15 @@ def compose_config(
         return compose(name, overrides=overrides, return_hydra_config=return_hydra_config)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(name, overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def plain(obj: Any) -> Any:
+    """OmegaConf nodes -> plain dicts/lists (resolved); tuples -> lists; rest unchanged: the
+    values a module saves as hyperparameters."""
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(obj, resolve=True)
+    if isinstance(obj, Mapping):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj

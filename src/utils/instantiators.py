@@ -16,7 +16,7 @@ from src.utils.pylogger import RankedLogger
 log = RankedLogger(__name__)
 
 # Keys of the trainer config group that are not Trainer arguments (see build_trainer).
-RUNTIME_KEYS = ("compile", "matmul_precision")
+RUNTIME_KEYS = ("compile", "matmul_precision", "threads")
 
 
 def _instantiate_group(cfg: DictConfig | None, what: str) -> list:
@@ -47,13 +47,16 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     """The Trainer of `cfg.trainer` with `cfg.callbacks` (plus `extra_callbacks`, made in code)
     and `cfg.logger`, for train and eval.
 
-    The trainer group also carries two settings that are not Trainer arguments: `compile`
-    (read by the task when it builds the model) and `matmul_precision`, applied here.
+    The trainer group also carries settings that are not Trainer arguments: `compile` (read
+    by the task when it builds the model), `matmul_precision` and `threads` (torch's CPU
+    intra-op threads), applied here.
     """
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     runtime = {k: tcfg.pop(k, None) for k in RUNTIME_KEYS}
     if runtime["matmul_precision"]:
         torch.set_float32_matmul_precision(runtime["matmul_precision"])
+    if runtime["threads"]:
+        torch.set_num_threads(int(runtime["threads"]))
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), *extra_callbacks]
     loggers = instantiate_loggers(cfg.get("logger"))
     return instantiate(tcfg, callbacks=callbacks, logger=loggers or False)

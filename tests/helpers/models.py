@@ -10,6 +10,7 @@ import hydra
 import torch
 from omegaconf import OmegaConf
 
+from src.data.frames import recipe_frames
 from src.data.spec import DataSpec
 from src.data.vimh import ParamSpec
 from src.models.multihead_module import MultiheadModule, net_input_kind
@@ -27,6 +28,8 @@ HEADS = (
 DEFAULT_DATA = {
     "image": DataSpec("image", (1, 32, 32), 8000, HEADS),
     "audio": DataSpec("audio", (1, 8000), 8000, HEADS),
+    # The default phrase data (configs/data/phrase.yaml): 64 mel bins, windows of 32 + 16.
+    "frames": recipe_frames(OmegaConf.load(MODEL_DIR.parent / "data" / "phrase.yaml")),
 }
 
 

@@ -1,0 +1,245 @@
+"""Train the sequence experiments over several seeds on the default phrase dataset; tabulate
+their test metrics beside the repeat-last-frame and mean-frame baselines.
+
+    python scripts/sequence_results.py --seeds 3 [--experiments seq_lstm seq_gru:seq_gru_30k ...] \
+        [--epochs N] [--markdown docs/sequence.md --figures docs/figures/sequence]
+
+Each (experiment, seed) runs through `src/train.py`'s task function exactly as
+`python src/train.py experiment=<name> seed=<seed>` would (its own epochs and settings unless
+--epochs is given); `<name>:<model>` adds `model=<model>` (another size under the same
+experiment), and `,key=value` parts add any other override (e.g. a training option:
+`seq_lstm,model.scheduled_sampling.max_prob=0.5`). The best-validation checkpoint is
+tested. Every run's metrics go to `<out>/<time>/results.json`, and the markdown section is
+rewritten after each experiment's seeds finish (marked partial until all have), so a stopped
+run keeps what it measured. Reported as mean ± std over seeds: one-step metrics (each horizon
+frame from the true frames before it) and rollout metrics (primed with the context, the
+horizon generated), on linear-scale mel power (docs/sequence.md defines them). The baselines
+see the same test windows in every run, so their rows have no spread. The first run's horizon
+plot and an example figure are copied to `--figures`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from rich.console import Console
+from rich.table import Table
+
+from src.metrics import metric_key
+from src.metrics.spectral import ERRORS
+from src.paths import CONFIG_DIR, PROJECT_ROOT
+from src.train import train
+from src.utils.config import compose_config
+
+from mdreport import machine_line, markdown_table, spread, update_section
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("seq_*.yaml"))
+QUIET = [
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "extras.print_config=false",
+    "extras.enforce_tags=false",
+]
+# Column titles and number formats; linear MSE in units of 1e-7 (power re a full-scale sine).
+COLUMNS = {
+    "mse": ("MSE (1e-7)", ".3f", 1e7),
+    "mse_db": ("MSE dB²", ".2f", 1.0),
+    "centroid_err": ("centroid err Hz", ".1f", 1.0),
+    "bandwidth_err": ("bandwidth err Hz", ".1f", 1.0),
+    "flatness_err": ("flatness err", ".4f", 1.0),
+    "entropy_err": ("entropy err", ".4f", 1.0),
+}
+BASELINES = ("repeat_last", "mean_frame")
+
+
+def entry_overrides(entry: str) -> list[str]:
+    """`experiment[:model][,key=value...]` -> the Hydra overrides of that entry."""
+    head, *extra = entry.split(",")
+    experiment, _, model = head.partition(":")
+    return [f"experiment={experiment}", *([f"model={model}"] if model else []), *extra]
+
+
+def run_one(entry: str, seed: int, epochs: int | None, out: Path, listen: int) -> dict:
+    overrides = [
+        *entry_overrides(entry),
+        f"seed={seed}",
+        f"callbacks.sequence_report.n_listen={listen}",
+        *QUIET,
+    ]
+    if epochs is not None:
+        overrides.append(f"trainer.max_epochs={epochs}")
+    cfg = compose_config("train", overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    started = time.perf_counter()
+    metrics, objects = train(cfg)
+    speed = json.loads((out / "speed.json").read_text())
+    return {
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "model": cfg.hydra.runtime.choices["model"],
+        "params": sum(p.numel() for p in objects["model"].parameters()),
+        "epochs": len(speed["epochs"]),
+        "seconds": time.perf_counter() - started,
+        "windows_per_s": statistics.fmean(e["records_per_s"] for e in speed["epochs"]),
+        "out": str(out),
+    }
+
+
+def rows_for(results: dict[str, list[dict]], prefix: str) -> tuple[list[str], list[list[str]]]:
+    """One table (one step: prefix "", rollout: "rollout_"): the baselines, then each model;
+    the one-step table adds the score (1 - MSE / repeat-last MSE; 0 for repeat-last)."""
+    cols = ["predictor", "parameters", *(COLUMNS[e][0] for e in ERRORS)]
+    if prefix == "":
+        cols.append("score")
+
+    def cells(runs: list[dict], who: str | None) -> list[str]:
+        out = []
+        for e in ERRORS:
+            _, fmt, scale = COLUMNS[e]
+            values = [r["metrics"][metric_key("test", prefix + e, who)] * scale for r in runs]
+            out.append(spread(values, fmt))
+        if prefix == "":
+            repeat = [r["metrics"][metric_key("test", "mse", "repeat_last")] for r in runs]
+            mse = [r["metrics"][metric_key("test", "mse", who)] for r in runs]
+            out.append(spread([1 - m / b for m, b in zip(mse, repeat, strict=True)], ".3f"))
+        return out
+
+    first = next(iter(results.values()))[:1]  # baselines: the same in every run
+    rows = [[b.replace("_", "-"), "0", *cells(first, b)] for b in BASELINES]
+    for name, runs in results.items():
+        run_as = " ".join(entry_overrides(name))
+        rows.append(
+            [f"{runs[0]['model']} (`{run_as}`)", f"{runs[0]['params']:,}", *cells(runs, None)]
+        )
+    return cols, rows
+
+
+def command(args: argparse.Namespace) -> str:
+    return (
+        f"python scripts/sequence_results.py --seeds {args.seeds} "
+        f"--experiments {' '.join(shlex.quote(e) for e in args.experiments)}"
+        + (f" --epochs {args.epochs}" if args.epochs is not None else "")
+        + (f" --markdown {args.markdown}" if args.markdown else "")
+        + (f" --figures {args.figures}" if args.figures else "")
+        + (f" --reuse {args.reuse}" if args.reuse else "")
+    )
+
+
+def show(title: str, cols: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=200).print(table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--experiments", nargs="+", default=EXPERIMENTS)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 1..N per experiment")
+    ap.add_argument("--epochs", type=int, default=None, help="default: each experiment's own")
+    ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "logs" / "sequence_results")
+    ap.add_argument("--markdown", help="update the results section of this markdown file")
+    ap.add_argument("--figures", type=Path, help="copy the first run's figures here")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="results.json of an earlier run with the same settings: its finished experiments "
+        "are taken from it, not run again (named on the page)",
+    )
+    args = ap.parse_args()
+    args.reused = []
+    Console().print(f"[dim]{command(args)}[/]")
+    root = args.out / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+    earlier = json.loads(args.reuse.read_text()) if args.reuse else {}
+    results: dict[str, list[dict]] = {}
+    for i, exp in enumerate(args.experiments):
+        if len(earlier.get(exp, [])) == args.seeds:
+            results[exp] = earlier[exp]
+            args.reused.append(exp)
+        else:
+            results[exp] = [
+                run_one(
+                    exp,
+                    seed,
+                    args.epochs,
+                    root / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', exp)}_seed{seed}",
+                    1 if i == 0 else 0,
+                )
+                for seed in range(1, args.seeds + 1)
+            ]
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "results.json").write_text(json.dumps(results, indent=1))
+        if i == 0 and args.figures:
+            args.figures.mkdir(parents=True, exist_ok=True)
+            report = Path(results[exp][0]["out"]) / "sequence"
+            for name in ("horizon.png", "example_000.png"):
+                shutil.copyfile(report / name, args.figures / name)
+        report_tables(args, results, final=i == len(args.experiments) - 1)
+
+
+def report_tables(args: argparse.Namespace, results: dict[str, list[dict]], final: bool) -> None:
+    tables = {
+        "one step": rows_for(results, ""),
+        "rollout": rows_for(results, "rollout_"),
+    }
+    if final:
+        for title, (cols, rows) in tables.items():
+            show(f"test, {title} ({args.seeds} seeds, mean ± std)", cols, rows)
+    timing = [
+        f"| {exp} | {runs[0]['epochs']} | {statistics.fmean(r['seconds'] for r in runs):.0f} | "
+        f"{statistics.fmean(r['windows_per_s'] for r in runs):,.0f} |"
+        for exp, runs in results.items()
+    ]
+    if not args.markdown:
+        return
+    partial = (
+        []
+        if final
+        else [f"**Partial**: {len(results)} of {len(args.experiments)} experiments finished.", ""]
+    )
+    reused = (
+        [f"Taken from the earlier run {args.reuse} (same settings): {', '.join(args.reused)}.", ""]
+        if args.reused
+        else []
+    )
+    lines = [
+        f"`{command(args)}`",
+        "",
+        *partial,
+        *reused,
+        f"Machine: {machine_line()}.",
+        "",
+        "One step (each of the 16 horizon frames of a test window predicted from the true "
+        "frames before it):",
+        "",
+        *markdown_table(*tables["one step"]),
+        "",
+        "Rollout (primed with the 32 context frames, the 16 horizon frames generated from "
+        "the model's own output; errors averaged over the 16 steps):",
+        "",
+        *markdown_table(*tables["rollout"]),
+        "",
+        "Time per run (training and test on the machine above, one torch thread):",
+        "",
+        "| experiment | epochs | seconds | train windows/s |",
+        "|---|---:|---:|---:|",
+        *timing,
+    ]
+    update_section(args.markdown, "sequence_results", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
