@@ -36,20 +36,20 @@ from src.utils.config import compose_config
 from mdreport import machine_line, update_section
 
 MODELS = [
-    "cnn_10k",
+    "cnn_12k",
     "cnn_50k",
     "cnn_250k",
-    "vit_25k",
+    "vit_28k",
     "vit_100k",
     "vit_400k",
-    "lstm_20k",
+    "lstm_23k",
     "lstm_100k",
-    "gru_25k",
-    "stft_linear_139k",
+    "gru_33k",
+    "stft_linear_301k",
     "stft_cnn_77k",
     "stft_bcresnet_81k",
 ]
-TINY_MODELS = ["cnn_10k", "vit_25k", "lstm_20k", "stft_cnn_77k"]  # one per family
+TINY_MODELS = ["cnn_12k", "vit_28k", "lstm_23k", "stft_cnn_77k"]  # one per family
 # name -> (trainer.precision, trainer.compile, data.on_device)
 VARIANTS = {
     "fp32": ("32-true", False, "auto"),

@@ -10,7 +10,7 @@
 3. Training on a dataset larger than the memory budget: the smallest dataset with
    `data.max_memory_gb` below its size, so `in_memory: auto` streams it. Loader-only epochs
    (in memory; streaming in a uniform or the block order; with the page cache warm, and dropped
-   before every epoch), then cnn_10k training steps fed by the in-memory and the streaming
+   before every epoch), then cnn_12k training steps fed by the in-memory and the streaming
    loader in alternation.
 
 Everything is written under a temporary folder, deleted at the end (1M records take about
@@ -179,7 +179,7 @@ def loader_epochs(folder: Path, batch: int, epochs: int) -> list[tuple[str, str,
 def train_rates(
     folder: Path, memory_gb: float, batch: int, rounds: int, steps: int
 ) -> dict[str, float]:
-    """Training records/s of cnn_10k (forward, backward, AdamW) on batches from the
+    """Training records/s of cnn_12k (forward, backward, AdamW) on batches from the
     datamodule's in-memory and streaming loaders, alternating `steps` batches of each for
     `rounds` rounds after one untimed round, so that a busy spell on a shared machine slows
     both alike."""
@@ -197,7 +197,7 @@ def train_rates(
         dm.setup()
     if dms["streaming"].use_memory:
         raise RuntimeError(f"{folder} fits in max_memory_gb={memory_gb}: nothing to stream")
-    cfg = compose_config("train", ["model=cnn_10k", "data=vimh", f"data.data_dir={folder}"])
+    cfg = compose_config("train", ["model=cnn_12k", "data=vimh", f"data.data_dir={folder}"])
     model = instantiate(cfg.model, **dms["in memory"].spec.model_kwargs())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
@@ -295,7 +295,7 @@ def main() -> None:
     for row in loading:
         console.print(f"loader {row[0]}, {row[1]} order, cache {row[3]}: {row[2]:,.0f} records/s")
     for name, rate in training.items():
-        console.print(f"training cnn_10k, {name}: {rate:,.0f} records/s")
+        console.print(f"training cnn_12k, {name}: {rate:,.0f} records/s")
     console.print(f"load average (1 min) during the run: {min(load):.1f} to {max(load):.1f}")
 
     if not args.markdown:
@@ -358,7 +358,7 @@ def main() -> None:
         "|---|---|---|---:|---:|",
         *(f"| {p} | {o} | {c} | {r:,.0f} | {r / in_mem_loader:.2f}x |" for p, o, r, c in loading),
         "",
-        f"Training cnn_10k (forward, backward, AdamW; {args.threads} torch thread(s)) on batches "
+        f"Training cnn_12k (forward, backward, AdamW; {args.threads} torch thread(s)) on batches "
         "from the datamodule's two loaders, normalised as in training, alternating "
         f"{args.steps} batches of each for {args.rounds} rounds:",
         "",

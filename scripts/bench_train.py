@@ -1,6 +1,6 @@
 """Training throughput: src/train.py against a bare PyTorch loop on the same tensors.
 
-    python scripts/bench_train.py [--models cnn_10k cnn_50k cnn_250k] [--markdown PATH]
+    python scripts/bench_train.py [--models cnn_12k cnn_50k cnn_250k] [--markdown PATH]
 
 For each model: (1) a bare loop (the same MultiheadModule, AdamW, the dataset as one in-memory
 tensor, random batches, normalisation per batch: no Lightning, no metrics, no logging), and
@@ -89,7 +89,7 @@ def through_train_py(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--models", nargs="+", default=["cnn_10k", "cnn_50k", "cnn_250k"])
+    ap.add_argument("--models", nargs="+", default=["cnn_12k", "cnn_50k", "cnn_250k"])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--markdown", help="update the training section of this markdown file")

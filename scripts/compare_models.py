@@ -2,7 +2,7 @@
 results beside the baselines.
 
     python scripts/compare_models.py --data saw --epochs 10 --seeds 3 \
-        [--models cnn_10k vit_25k ...] [--markdown docs/models.md] [--workers 2]
+        [--models cnn_12k vit_28k ...] [--markdown docs/models.md] [--workers 2]
 
 Each (model, seed) runs through `src/train.py`'s task function: the run's seed sets the weights
 and the data order, early stopping is off and the best-validation checkpoint is tested.

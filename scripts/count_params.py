@@ -1,6 +1,6 @@
 """Print the parameter count of every model config for one dataset's inputs and heads.
 
-Model config names state their size (cnn_10k.yaml ...); this measures it, so names and
+Model config names state their size (cnn_12k.yaml ...); this measures it, so names and
 comments can be checked against the real count. Image models get the image shape, waveform
 models (a net whose class takes audio) the waveform length and sample rate, sequence models
 (seq_*.yaml) the frames of the default phrase data (64 mel bins).
@@ -8,7 +8,7 @@ models (a net whose class takes audio) the waveform length and sample rate, sequ
     python scripts/count_params.py                             # default dataset shape/heads
     python scripts/count_params.py --input-shape 64x16x3 --heads pitch:9,level:8
     python scripts/count_params.py --dataset data/<a dataset folder>
-    python scripts/count_params.py --modes regression configs/model/cnn_10k.yaml
+    python scripts/count_params.py --modes regression configs/model/cnn_12k.yaml
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from omegaconf import OmegaConf
 from src.data.frames import recipe_frames
 from src.data.spec import DataSpec
 from src.data.vimh import ParamSpec, read_info
+from src.generation.params import synth_heads
 from src.models.multihead_module import net_input_kind
 from src.paths import CONFIG_DIR
 
-# The default dataset (configs/synth/saw.yaml): 32x32x1 with pitch 9, level 8, decay 10, from
-# 1 s notes at 8 kHz.
+# The default dataset: configs/synth/saw.yaml's heads on 32x32x1 images of 1 s notes at 8 kHz.
 DEFAULT_SHAPE = "32x32x1"
-DEFAULT_HEADS = "pitch:9,level:8,decay:10"
+DEFAULT_SYNTH = "saw"
 DEFAULT_SAMPLES = 8000
 DEFAULT_RATE = 8000
 
@@ -60,7 +60,7 @@ def parse_heads(text: str) -> tuple[ParamSpec, ...]:
 
 
 def _natural(path: Path) -> list:
-    """cnn_10k < cnn_50k < cnn_250k: digit runs compare as numbers."""
+    """cnn_12k < cnn_50k < cnn_250k: digit runs compare as numbers."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    image_shape, heads = parse_shape(DEFAULT_SHAPE), parse_heads(DEFAULT_HEADS)
+    image_shape, heads = parse_shape(DEFAULT_SHAPE), synth_heads(DEFAULT_SYNTH)
     samples, rate = DEFAULT_SAMPLES, DEFAULT_RATE
     if args.dataset is not None:
         info = read_info(args.dataset)

@@ -30,7 +30,7 @@ from tests.helpers.vimh import make_vimh
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(dataset folder, best checkpoint) of cnn_10k trained a few epochs on easy saw notes."""
+    """(dataset folder, best checkpoint) of cnn_12k trained a few epochs on easy saw notes."""
     root = tmp_path_factory.mktemp("audio_eval")
     folder = make_saw_dataset(root / "data", size=1000, batch_size=128, seed=5)
     n = torch.get_num_threads()
@@ -41,7 +41,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
             root / "train",
             [
                 *on(folder),
-                "model=cnn_10k",
+                "model=cnn_12k",
                 "trainer.max_epochs=6",
                 "data.batch_size=32",
                 "callbacks.lr_monitor=null",

@@ -65,7 +65,7 @@ def test_sample_rate_comes_from_the_data_and_a_mismatch_is_refused(compose_cfg, 
 
 
 def test_model_and_data_kinds_must_match(compose_cfg, toy):
-    image_model_on_audio = compose_cfg("train", ["data=saw_audio", "model=cnn_10k", *on(toy)])
+    image_model_on_audio = compose_cfg("train", ["data=saw_audio", "model=cnn_12k", *on(toy)])
     with raises_user_error(ConfigError, match="takes image input but the data serves audio"):
         train(image_model_on_audio)
     audio_model_on_images = compose_cfg("train", ["model=stft_cnn_77k", *on(toy)])

@@ -93,12 +93,12 @@ def run_bench(monkeypatch, tmp_path, data_dir, *args):
 
 
 def test_bench_gpu_tiny_setting_on_cpu(monkeypatch, tmp_path, bench_data, one_thread):
-    result = run_bench(monkeypatch, tmp_path, bench_data, "--models", "cnn_10k", "stft_cnn_77k")
+    result = run_bench(monkeypatch, tmp_path, bench_data, "--models", "cnn_12k", "stft_cnn_77k")
     assert {(r["data"], r["placement"]) for r in result["loading"]} == {
         (d, p) for d in ("saw", "saw_audio") for p in ("device", "host, copied per step")
     }
     assert all(r["records_per_s"] > 0 for r in result["loading"])
-    assert [r["model"] for r in result["end_to_end"]] == ["cnn_10k", "stft_cnn_77k"]
+    assert [r["model"] for r in result["end_to_end"]] == ["cnn_12k", "stft_cnn_77k"]
     for row in result["end_to_end"]:
         assert set(row["records_per_s"]) == {"fp32", "fp32, host batches"}
         assert all(v > 0 for v in row["records_per_s"].values()) and row["params"] > 1000
@@ -108,4 +108,4 @@ def test_bench_gpu_tiny_setting_on_cpu(monkeypatch, tmp_path, bench_data, one_th
 def test_bench_gpu_tiny_covers_every_family(monkeypatch, tmp_path, bench_data, one_thread):
     result = run_bench(monkeypatch, tmp_path, bench_data)
     models = [r["model"] for r in result["end_to_end"]]
-    assert models == ["cnn_10k", "vit_25k", "lstm_20k", "stft_cnn_77k"]
+    assert models == ["cnn_12k", "vit_28k", "lstm_23k", "stft_cnn_77k"]

@@ -165,7 +165,7 @@ def test_config_trains_fast_dev_run(compose_cfg, toy_rect, name):
 
 @pytest.mark.parametrize(
     ("model", "net"),
-    [("lstm_20k", ["model.net.hidden_size=32"]), ("gru_25k", ["model.net.hidden_size=24"])],
+    [("lstm_23k", ["model.net.hidden_size=32"]), ("gru_33k", ["model.net.hidden_size=24"])],
 )
 def test_rnn_learns(compose_cfg, toy, model, net):
     overrides = [*net, "trainer.max_epochs=10", "data.batch_size=32", *QUIET]

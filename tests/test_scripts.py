@@ -21,7 +21,7 @@ def test_count_params_counts_every_config_image_and_waveform(capsys):
     rows = {line.split()[0]: line for line in lines}
     models = sorted(p.name for p in (PROJECT_ROOT / "configs" / "model").glob("*.yaml"))
     assert sorted(k for k in rows if k.endswith(".yaml")) == models
-    assert "80,937" in rows["stft_bcresnet_81k.yaml"] and "10,071" in rows["cnn_10k.yaml"]
+    assert "83,049" in rows["stft_bcresnet_81k.yaml"] and "11,927" in rows["cnn_12k.yaml"]
 
 
 def test_scripts_do_not_import_tests_or_patch_sys_path():
@@ -48,9 +48,9 @@ def test_compare_models_keeps_each_finished_run_and_resumes(tmp_path, monkeypatc
         return {"metrics": {"test/score": 0.5 + seed}, "params": 7, "trainable": 7}
 
     monkeypatch.setattr(cm, "run_one", fake_run)
-    first = cm.cached_run("cnn_10k", "saw", 1, 0, tmp_path, None, 1)
-    again = cm.cached_run("cnn_10k", "saw", 1, 0, tmp_path, None, 1)
-    other = cm.cached_run("cnn_10k", "saw", 1, 1, tmp_path, None, 1)
-    assert calls == [("cnn_10k", 0), ("cnn_10k", 1)]
+    first = cm.cached_run("cnn_12k", "saw", 1, 0, tmp_path, None, 1)
+    again = cm.cached_run("cnn_12k", "saw", 1, 0, tmp_path, None, 1)
+    other = cm.cached_run("cnn_12k", "saw", 1, 1, tmp_path, None, 1)
+    assert calls == [("cnn_12k", 0), ("cnn_12k", 1)]
     assert first == again and other["metrics"]["test/score"] == 1.5
-    assert sorted(p.name for p in tmp_path.glob("*.json*")) == ["cnn_10k_0.json", "cnn_10k_1.json"]
+    assert sorted(p.name for p in tmp_path.glob("*.json*")) == ["cnn_12k_0.json", "cnn_12k_1.json"]

@@ -142,7 +142,7 @@ def test_search_space_errors_name_the_field(search_cfg):
     with pytest.raises(ConfigError, match=r"model\.optimizer\.lrr is not a key"):
         search(search_cfg("search.params.lr.key=model.optimizer.lrr"))
     with pytest.raises(ConfigError, match="config group model has no options"):
-        search(search_cfg("+search.params.model={choices:[cnn_10k,cnn_9]}"))
+        search(search_cfg("+search.params.model={choices:[cnn_12k,cnn_9]}"))
     with pytest.raises(ConfigError, match="on one device"):
         search(search_cfg("trainer=ddp_sim"))
     with pytest.raises(ConfigError, match="no search config"):

@@ -46,7 +46,7 @@ def test_short_run_beats_chance_and_eval_reproduces(compose_cfg, toy, monkeypatc
         "train",
         [
             *on(toy),
-            "model=cnn_10k",
+            "model=cnn_12k",
             "trainer.max_epochs=6",
             "data.batch_size=64",
             *QUIET,
@@ -130,7 +130,7 @@ def test_multirun_two_jobs_in_process(tmp_path, toy, monkeypatch):
         [
             "train.py",
             "-m",
-            "model=cnn_10k,cnn_50k",
+            "model=cnn_12k,cnn_50k",
             *on(toy),
             "debug=fdr",
             f"paths.log_dir={tmp_path}/logs",

@@ -16,7 +16,7 @@ from tests.helpers.runs import QUIET, assert_complete_metrics, on
 from tests.helpers.vimh import make_vimh
 
 N_SAMPLES = 2000
-MODELS = {"bcresnet": "stft_bcresnet_81k", "cnn": "stft_cnn_77k", "linear": "stft_linear_139k"}
+MODELS = {"bcresnet": "stft_bcresnet_81k", "cnn": "stft_cnn_77k", "linear": "stft_linear_301k"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

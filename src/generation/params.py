@@ -107,3 +107,14 @@ def values_from_codes(params: list[SynthParam], codes: np.ndarray) -> dict[str, 
         else:
             out[p.spec.name] = np.full(n, p.default)
     return out
+
+
+def synth_heads(name: str) -> tuple[ParamSpec, ...]:
+    """The label heads of `configs/synth/<name>.yaml` (its varying parameters, in order): what a
+    dataset of that synth is trained on, known without generating it."""
+    from omegaconf import OmegaConf
+
+    from src.paths import CONFIG_DIR
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "synth" / f"{name}.yaml"))
+    return tuple(p.spec for p in parse_params(cfg["params"]) if p.varying)

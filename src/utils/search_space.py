@@ -5,7 +5,7 @@
         lr: {key: model.optimizer.lr, type: float, low: 1.0e-4, high: 3.0e-2, log: true}
         depth: {key: model.net.depth, type: int, low: 1, high: 4}
         modes: {key: model.head_modes, choices: [classification, ordinal]}
-        model: {choices: [cnn_10k, cnn_50k]}      # key defaults to the name: a config group
+        model: {choices: [cnn_12k, cnn_50k]}      # key defaults to the name: a config group
 
 Names are short (they label the study's parameters, the collector's columns and plots); keys
 are dotted config paths or config groups. A trial's values become Hydra overrides

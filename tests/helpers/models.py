@@ -12,19 +12,15 @@ from omegaconf import OmegaConf
 
 from src.data.frames import recipe_frames
 from src.data.spec import DataSpec
-from src.data.vimh import ParamSpec
+from src.generation.params import synth_heads
 from src.models.multihead_module import MultiheadModule, net_input_kind
 from src.paths import CONFIG_DIR
 from src.train import train
 from tests.helpers.runs import on
 
 MODEL_DIR = CONFIG_DIR / "model"
-# The default dataset: 1x32x32 images (or 1 s at 8 kHz), heads pitch (9), level (8), decay (10).
-HEADS = (
-    ParamSpec("pitch", 45, 69, 3),
-    ParamSpec("level", -21, 0, 3),
-    ParamSpec("decay", 6, 60, 6),
-)
+# The default dataset: 1x32x32 images (or 1 s at 8 kHz) with the saw synth's heads.
+HEADS = synth_heads("saw")
 DEFAULT_DATA = {
     "image": DataSpec("image", (1, 32, 32), 8000, HEADS),
     "audio": DataSpec("audio", (1, 8000), 8000, HEADS),
