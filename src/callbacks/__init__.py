@@ -1,6 +1,7 @@
 """Callbacks of our own (Lightning's are configured directly in configs/callbacks/)."""
 
 from src.callbacks.filterbank_plot import FilterbankPlot
+from src.callbacks.frontend_drift import FrontendDrift
 from src.callbacks.grad_stats import GradientStats
 from src.callbacks.head_table import HeadMetricsTable
 from src.callbacks.predictions import PredictionReport
@@ -10,6 +11,7 @@ from src.callbacks.speed import TrainingSpeed
 
 __all__ = [
     "FilterbankPlot",
+    "FrontendDrift",
     "GradientStats",
     "HeadMetricsTable",
     "PredictionReport",

@@ -1,0 +1,261 @@
+"""The front-end study's analysis (scripts/frontend_study.py runs the grid and writes the doc).
+
+Runs are grouped over seeds by their configuration (task, back-end, front-end setting, n_mels,
+filterbank init, mask-out band). A trainable setting is compared with the fixed front-end two
+ways: with the same back-end (the gain the seed paper reports), and at matched total trainable
+parameters (a fixed front-end whose back-end had about as many parameters to spend). The two
+claims are then decided by the rules in `verdict`, from the numbers it returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+SETTINGS = {  # name: (trainable_stft, trainable_mel)
+    "fixed": (False, False),
+    "mel": (False, True),
+    "stft": (True, False),
+    "both": (True, True),
+}
+TRAINABLE = ("mel", "stft", "both")
+SCORE = "test/score"
+TRAINABLE_PARAMS = "frontend/params/trainable"
+BACKEND_PARAMS = "frontend/params/backend"
+T_SIGNIFICANT = 2.0  # |mean difference| / its standard error counted as more than seed noise
+
+
+@dataclass(frozen=True, order=True)
+class Config:
+    """One cell of the study: everything but the seed."""
+
+    task: str
+    backend: str
+    setting: str
+    n_mels: int = 40
+    mel_init: str = "mel"
+    mask: str = "none"  # "none" or "start-end" (STFT bins)
+    lr: float = 0.003  # the front-end's learning rate (moot when it is fixed: stored as 0.003)
+
+    def __post_init__(self) -> None:
+        if self.setting == "fixed":  # nothing to learn: every fixed run is the same cell
+            object.__setattr__(self, "lr", Config.lr)
+
+    def with_setting(self, setting: str) -> Config:
+        return replace(self, setting=setting)
+
+
+@dataclass
+class Run:
+    config: Config
+    seed: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    output_dir: str = ""
+
+
+def group(runs: Iterable[Run]) -> dict[Config, list[Run]]:
+    """Runs by configuration (seeds sorted); runs without a test score are left out."""
+    out: dict[Config, list[Run]] = defaultdict(list)
+    for r in runs:
+        if math.isfinite(r.metrics.get(SCORE, math.nan)):
+            out[r.config].append(r)
+    return {k: sorted(v, key=lambda r: r.seed) for k, v in sorted(out.items())}
+
+
+def values(runs: Sequence[Run], metric: str) -> list[float]:
+    return [float(r.metrics[metric]) for r in runs if metric in r.metrics]
+
+
+def mean(runs: Sequence[Run], metric: str) -> float:
+    v = values(runs, metric)
+    return statistics.fmean(v) if v else math.nan
+
+
+@dataclass(frozen=True)
+class Gain:
+    """mean(a) - mean(b) of a metric, its standard error (Welch) and t = gain / se."""
+
+    config: Config
+    reference: Config
+    gain: float
+    se: float
+    n: tuple[int, int]
+
+    @property
+    def t(self) -> float:
+        if self.se > 0:
+            return self.gain / self.se
+        return math.copysign(math.inf, self.gain) if self.gain else 0.0
+
+    @property
+    def significant(self) -> bool:
+        return abs(self.t) >= T_SIGNIFICANT
+
+
+def gain(groups: Mapping[Config, list[Run]], a: Config, b: Config, metric: str = SCORE) -> Gain:
+    va, vb = values(groups[a], metric), values(groups[b], metric)
+    var = sum(statistics.variance(v) / len(v) if len(v) > 1 else 0.0 for v in (va, vb))
+    diff = statistics.fmean(va) - statistics.fmean(vb)
+    return Gain(a, b, diff, math.sqrt(var), (len(va), len(vb)))
+
+
+def gains_over_fixed(groups: Mapping[Config, list[Run]], metric: str = SCORE) -> list[Gain]:
+    """Each trainable configuration against the fixed front-end with everything else equal."""
+    out = []
+    for cfg in groups:
+        ref = cfg.with_setting("fixed")
+        if cfg.setting in TRAINABLE and ref in groups:
+            out.append(gain(groups, cfg, ref, metric))
+    return out
+
+
+def trainable_params(groups: Mapping[Config, list[Run]], cfg: Config) -> float:
+    return mean(groups[cfg], TRAINABLE_PARAMS)
+
+
+def match_by_params(
+    targets: Mapping, candidates: Mapping, tolerance: float = 1.5
+) -> dict[object, object | None]:
+    """For each target (key -> parameter count), the candidate whose count is nearest on a log
+    scale, if within a factor `tolerance`; else None. Ties go to the larger candidate (the
+    harder comparison for the target)."""
+    if tolerance < 1.0:
+        raise ValueError(f"tolerance is a factor >= 1, got {tolerance}")
+    out: dict[object, object | None] = {}
+    for key, count in targets.items():
+        best, best_d = None, math.inf
+        for cand, c in candidates.items():
+            if not (count > 0 and c > 0):
+                continue
+            d = abs(math.log(c / count))
+            if d < best_d - 1e-12 or (abs(d - best_d) <= 1e-12 and c > candidates[best]):
+                best, best_d = cand, d
+        out[key] = best if best is not None and best_d <= math.log(tolerance) + 1e-12 else None
+    return out
+
+
+def matched_gains(
+    groups: Mapping[Config, list[Run]], tolerance: float = 1.5, metric: str = SCORE
+) -> list[tuple[Gain, float, float] | tuple[Config, float, None]]:
+    """Each trainable configuration against the fixed-front-end configuration (any back-end, the
+    same task, n_mels, init and mask) with the nearest total trainable parameter count within
+    `tolerance`: (Gain, its count, the match's count), or (config, count, None) unmatched."""
+    out: list = []
+    for cfg in groups:
+        if cfg.setting not in TRAINABLE:
+            continue
+        pool = {
+            c: trainable_params(groups, c)
+            for c in groups
+            if c.setting == "fixed" and replace(c, backend=cfg.backend) == cfg.with_setting("fixed")
+        }
+        count = trainable_params(groups, cfg)
+        match = match_by_params({cfg: count}, pool, tolerance)[cfg]
+        if match is None:
+            out.append((cfg, count, None))
+        else:
+            out.append((gain(groups, cfg, match, metric), count, pool[match]))
+    return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+
+    def ranks(v: Sequence[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2.0
+            i = j + 1
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return num / den if den else math.nan
+
+
+@dataclass
+class Verdict:
+    """The decision on one task, with the numbers behind it."""
+
+    task: str
+    best: dict[str, Gain]  # back-end -> its best trainable setting's gain over fixed
+    sizes: dict[str, float]  # back-end -> back-end parameters (the capacity axis)
+    small: list[str]  # the back-ends claim 1 is about
+    pairs: list[tuple[str, str, float, float]]  # (smaller, larger, gain difference, its se)
+    rho: float  # Spearman(back-end size, best gain)
+    claim1: str  # "holds" | "partly" | "does not hold"
+    claim2: str  # "holds" | "does not hold" | "inconclusive"
+
+
+def verdict(
+    groups: Mapping[Config, list[Run]],
+    task: str,
+    families: Mapping[str, str],
+    base: Config | None = None,
+) -> Verdict:
+    """Decide the two claims on `task` at `base`'s n_mels, init, mask and front-end lr (default:
+    `Config`'s defaults).
+
+    Claim 1 (a gain for small back-ends): the small back-ends are the linear one and the
+    smaller member of each family; a back-end gains when its best trainable setting beats the
+    fixed front-end by >= T_SIGNIFICANT standard errors. Holds if every small back-end gains,
+    partly if some do. Claim 2 (the gain shrinks with capacity): within each family the
+    smaller back-end's best gain minus the larger's; holds if every difference is positive,
+    at least one by >= T_SIGNIFICANT standard errors, and the rank correlation of back-end
+    size with gain over all back-ends is negative; does not hold if a difference is negative
+    by >= T_SIGNIFICANT standard errors or the correlation is positive; else inconclusive.
+    """
+    base = base or Config(task, "", "fixed")
+    best: dict[str, Gain] = {}
+    sizes: dict[str, float] = {}
+    for g in gains_over_fixed(groups):
+        c = g.config
+        if (c.task, c.n_mels, c.mel_init, c.mask, c.lr) != (
+            task,
+            base.n_mels,
+            base.mel_init,
+            base.mask,
+            base.lr,
+        ):
+            continue
+        if c.backend not in best or g.gain > best[c.backend].gain:
+            best[c.backend] = g
+        sizes[c.backend] = mean(groups[g.reference], BACKEND_PARAMS)
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for b in sorted(best, key=lambda b: sizes[b]):
+        by_family[families.get(b, b)].append(b)
+    small = [m[0] for m in by_family.values()]
+    gaining = [b for b in small if best[b].gain > 0 and best[b].significant]
+    claim1 = (
+        "holds"
+        if small and len(gaining) == len(small)
+        else ("partly" if gaining else "does not hold")
+    )
+    pairs = []
+    for members in by_family.values():
+        for lo, hi in itertools.pairwise(members):
+            d = best[lo].gain - best[hi].gain
+            pairs.append((lo, hi, d, math.hypot(best[lo].se, best[hi].se)))
+    order = list(best)
+    rho = spearman([sizes[b] for b in order], [best[b].gain for b in order])
+    against = any(se > 0 and d / se <= -T_SIGNIFICANT for _, _, d, se in pairs) or rho > 0
+    ok = (
+        pairs
+        and all(d > 0 for _, _, d, _ in pairs)
+        and any(se == 0 or d / se >= T_SIGNIFICANT for _, _, d, se in pairs)
+        and rho < 0
+    )
+    claim2 = "holds" if ok else ("does not hold" if against else "inconclusive")
+    return Verdict(task, best, sizes, small, pairs, rho, claim1, claim2)
