@@ -286,6 +286,7 @@ def context() -> dict:
         "sweep": (SWEEP_TASK, SWEEP_BACKEND),
         "n_mels": N_MELS,
         "inits": INITS,
+        "lrs": LRS,
         "mask": (MASK_TASK, MASK_HEAD, MASK, MASK_BACKENDS),
         "command": "nice -n 10 python scripts/frontend_study.py --workers 2",
         "n_jobs": len(jobs()),

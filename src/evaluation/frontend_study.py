@@ -138,32 +138,48 @@ def match_by_params(
     return out
 
 
+@dataclass(frozen=True)
+class Matched:
+    """A trainable configuration, its trainable parameter count, and the fixed-front-end
+    configuration matched to it (None if none is within the tolerance) with its count and the
+    gain over it."""
+
+    config: Config
+    count: float
+    match: Config | None = None
+    match_count: float = math.nan
+    gain: Gain | None = None
+
+
 def matched_gains(
     groups: Mapping[Config, list[Run]], tolerance: float = 1.5, metric: str = SCORE
-) -> list[tuple[Gain, float, float] | tuple[Config, float, None]]:
-    """Each trainable configuration against the fixed-front-end configuration (any back-end, the
+) -> dict[Config, Matched]:
+    """Each trainable configuration against the fixed-front-end configuration (any back-end; the
     same task, n_mels, init and mask) with the nearest total trainable parameter count within
-    `tolerance`: (Gain, its count, the match's count), or (config, count, None) unmatched."""
-    out: list = []
+    a factor `tolerance`."""
+    out: dict[Config, Matched] = {}
     for cfg in groups:
         if cfg.setting not in TRAINABLE:
             continue
+        fixed = cfg.with_setting("fixed")
         pool = {
             c: trainable_params(groups, c)
             for c in groups
-            if c.setting == "fixed" and replace(c, backend=cfg.backend) == cfg.with_setting("fixed")
+            if c.setting == "fixed" and replace(c, backend=fixed.backend) == fixed
         }
         count = trainable_params(groups, cfg)
         match = match_by_params({cfg: count}, pool, tolerance)[cfg]
         if match is None:
-            out.append((cfg, count, None))
+            out[cfg] = Matched(cfg, count)
         else:
-            out.append((gain(groups, cfg, match, metric), count, pool[match]))
+            out[cfg] = Matched(cfg, count, match, pool[match], gain(groups, cfg, match, metric))
     return out
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
+    """Spearman's rank correlation (average ranks for ties); nan for fewer than 2 points."""
+    if len(x) < 2:
+        return math.nan
 
     def ranks(v: Sequence[float]) -> list[float]:
         order = sorted(range(len(v)), key=lambda i: v[i])

@@ -1,0 +1,453 @@
+"""The front-end study's report: tables, figures and the verdict, from the collected runs.
+
+`write_report` (called by scripts/frontend_study.py) writes the `frontend_study` section of the
+doc and its figures. Every number comes from the runs' `metrics.json` and
+`frontend_filters.pt`, the baselines and the probes (computed once, cached in the study
+folder as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from src.evaluation.frontend_study import (
+    BACKEND_PARAMS,
+    SCORE,
+    SETTINGS,
+    T_SIGNIFICANT,
+    TRAINABLE,
+    TRAINABLE_PARAMS,
+    Config,
+    Gain,
+    Run,
+    gain,
+    group,
+    matched_gains,
+    mean,
+    values,
+    verdict,
+)
+from src.metrics import metric_key
+from src.metrics.baselines import BASELINES
+
+from frontend_study_figures import (
+    filters_figure,
+    gains_figure,
+    in_band_power,
+    inits_figure,
+    maskout_figure,
+)
+from mdreport import machine_line, markdown_table, spread, update_section
+
+DRIFT = {
+    "filterbank change": "frontend/drift/filterbank",
+    "STFT change": "frontend/drift/stft",
+    "band centre shift (Hz)": "frontend/drift/band_centre_hz",
+    "kernel centre shift (Hz)": "frontend/drift/kernel_centre_hz",
+}
+TOLERANCE = 1.5  # matched parameters: the nearest fixed configuration within this factor
+FIGURE_BACKEND = "bc1"  # the seed paper's back-end: its seed-0 runs are the figures' filters
+
+
+def cached(path: Path, compute) -> dict:
+    """A JSON result computed once per study folder (written atomically)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+    return value
+
+
+def datamodule(data: str, overrides: tuple[str, ...] = ()):
+    from src.data.provision import build_datamodule
+    from src.utils.config import compose_config
+
+    cfg = compose_config("train", [f"data={data}", *overrides])
+    return cfg, build_datamodule(cfg.data, cfg.paths.data_dir)
+
+
+def baselines(data: str, out: Path) -> dict:
+    from src.metrics.baselines import datamodule_baselines
+
+    return cached(out / f"baselines_{data}.json", lambda: datamodule_baselines(datamodule(data)[1]))
+
+
+def probes(data: str, model: str, mask: tuple[int, int] | None, out: Path) -> dict:
+    """1-NN and ridge probes on a fixed front-end's output (the model config's), masked or not."""
+
+    def compute() -> dict:
+        from hydra.utils import instantiate
+
+        from src.evaluation.probe import probe_frontend
+
+        masked = "null" if mask is None else f"[{mask[0]},{mask[1]}]"
+        cfg, dm = datamodule(data, (f"model={model}", f"model.net.frontend.maskout={masked}"))
+        frontend = instantiate(cfg.model.net.frontend, sample_rate=dm.spec.sample_rate)
+        return probe_frontend(frontend, dm)
+
+    tag = "none" if mask is None else f"{mask[0]}-{mask[1]}"
+    return cached(out / f"probe_{data}_{tag}.json", compute)
+
+
+def heads_in(metrics: dict) -> list[str]:
+    return [k.split("/")[1] for k in metrics if k.startswith("test/") and k.endswith("/mae")]
+
+
+def count(v: float) -> str:
+    return "-" if not math.isfinite(v) else f"{v:,.0f}"
+
+
+def gain_text(g: Gain | None) -> str:
+    return "-" if g is None else f"{g.gain:+.3f} ± {g.se:.3f} (t {g.t:+.1f})"
+
+
+def results_table(groups, rows: list[tuple[list[str], Config]], label_cols, base) -> list[str]:
+    """Baselines, then one row per cell: parameters, seeds, score and per-head MAE (mean ± std
+    over seeds)."""
+    heads = heads_in(base["train_mean"])
+    cols = [*label_cols, "front-end trainable", "back-end", "heads", "trainable", "seeds"]
+    cols += ["score", *(f"{h} MAE" for h in heads)]
+    out = []
+    for name in BASELINES:
+        m = base[name]
+        out.append(
+            [f"*{name}*", *["-"] * (len(label_cols) + 4), f"{m[SCORE]:.3f}"]
+            + [f"{m[metric_key('test', 'mae', h)]:.3g}" for h in heads]
+        )
+    for labels, cfg in rows:
+        runs = groups.get(cfg)
+        if not runs:
+            continue
+        out.append(
+            [
+                *labels,
+                count(mean(runs, "frontend/params/frontend_trainable")),
+                count(mean(runs, BACKEND_PARAMS)),
+                count(mean(runs, "frontend/params/heads")),
+                count(mean(runs, TRAINABLE_PARAMS)),
+                str(len(runs)),
+                spread(values(runs, SCORE), ".3f"),
+                *(spread(values(runs, metric_key("test", "mae", h)), ".3g") for h in heads),
+            ]
+        )
+    return markdown_table(cols, out)
+
+
+def sweep_table(groups, cells: list[tuple[str, Config]], name: str) -> list[str]:
+    """Rows of a one-factor sweep: score, gain over the fixed front-end at the same value, and
+    how far the front-end moved."""
+    cols = [name, "setting", "seeds", "score", "gain over fixed", *DRIFT]
+    rows = []
+    for value, cfg in cells:
+        runs = groups.get(cfg)
+        if not runs:
+            continue
+        ref = cfg.with_setting("fixed")
+        g = gain(groups, cfg, ref) if cfg.setting != "fixed" and ref in groups else None
+        drift = [
+            spread(values(runs, k), ".3g") if cfg.setting != "fixed" else "-"
+            for k in DRIFT.values()
+        ]
+        rows.append(
+            [
+                value,
+                cfg.setting,
+                str(len(runs)),
+                spread(values(runs, SCORE), ".3f"),
+                gain_text(g),
+                *drift,
+            ]
+        )
+    return markdown_table(cols, rows)
+
+
+def filters_of(runs: list[Run], seed: int = 0) -> dict | None:
+    for r in runs:
+        path = Path(r.output_dir) / "frontend_filters.pt"
+        if r.seed == seed and path.is_file():
+            return torch.load(path, weights_only=True)
+    return None
+
+
+def claims(groups, task: str, ctx: dict) -> list[str]:
+    """The verdict on both claims for one task, in words, with the numbers that decide it."""
+    v = verdict(groups, task, ctx["families"])
+    if not v.best:
+        return [f"- **{task}**: no finished cells yet."]
+    small = "; ".join(f"{b} {gain_text(v.best[b])} (`{v.best[b].config.setting}`)" for b in v.small)
+    top = max(v.best.values(), key=lambda g: g.gain)
+    pairs = "; ".join(f"{lo} minus {hi} {d:+.3f} ± {se:.3f}" for lo, hi, d, se in v.pairs)
+    sizes = ", ".join(
+        f"{b} ({v.sizes[b]:,.0f}) {v.best[b].gain:+.3f}" for b in sorted(v.best, key=v.sizes.get)
+    )
+    matched = [
+        m
+        for m in matched_gains(groups, TOLERANCE).values()
+        if m.gain is not None
+        and m.config.task == task
+        and m.config.backend != m.match.backend
+        and m.config == Config(task, m.config.backend, m.config.setting)
+    ]
+    wins = [m for m in matched if m.gain.gain > 0 and m.gain.significant]
+    losses = [m for m in matched if m.gain.gain < 0 and m.gain.significant]
+    listed = "; ".join(
+        f"{m.config.backend}+{m.config.setting} vs {m.match.backend} {m.gain.gain:+.3f}"
+        for m in matched
+    )
+    return [
+        f"- **{task}, claim 1 (a gain for small back-ends): {v.claim1}.** The best trainable "
+        f"setting of each small back-end against its fixed front-end (test score gain, mean ± "
+        f"standard error over seeds): {small}. Largest gain of any back-end: {top.gain:+.3f} "
+        f"({top.config.backend}, `{top.config.setting}`).",
+        f"- **{task}, claim 2 (the gain shrinks as the back-end grows): {v.claim2}.** Best "
+        f"gain within a family, smaller minus larger back-end: {pairs}. Best gain by back-end "
+        f"(back-end parameters): {sizes}; Spearman correlation of size and gain {v.rho:+.2f}.",
+        f"- **{task}, at matched trainable parameters** (a fixed front-end whose other back-end "
+        f"has the nearest trainable count, within {TOLERANCE}x): {len(wins)} of {len(matched)} "
+        f"trainable cells beat their match and {len(losses)} lose by >= {T_SIGNIFICANT:g} "
+        f"standard errors ({listed or 'no matches'}).",
+    ]
+
+
+def gains_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
+    """Per task: each trainable setting against the fixed front-end, same back-end and at
+    matched trainable parameters; the figure of gain against back-end size."""
+    matched = matched_gains(groups, TOLERANCE)
+    lines, panels = [], {}
+    for task in ctx["tasks"]:
+        cols = ["back-end", "back-end params", "setting", "trainable", "gain, same back-end"]
+        cols += ["matched fixed back-end (trainable)", "gain at matched parameters"]
+        rows, points = [], []
+        for b in ctx["backends"]:
+            ref = Config(task, b, "fixed")
+            for s in TRAINABLE:
+                cfg = Config(task, b, s)
+                if cfg not in groups or ref not in groups:
+                    continue
+                g, m = gain(groups, cfg, ref), matched[cfg]
+                size = mean(groups[ref], BACKEND_PARAMS)
+                points.append((b, s, size, g.gain, g.se))
+                match = "none" if m.match is None else f"{m.match.backend} ({m.match_count:,.0f})"
+                rows.append(
+                    [b, count(size), s, count(m.count), gain_text(g), match, gain_text(m.gain)]
+                )
+        panels[task] = points
+        lines += [f"**{task}**", "", *markdown_table(cols, rows), ""]
+    if any(panels.values()):
+        gains_figure(figures / "gains.png", panels)
+        lines += [f"![gain against back-end size]({rel}/gains.png)", ""]
+    return lines
+
+
+def sweeps_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
+    task, backend = ctx["sweep"]
+    lines = [
+        f"All on {task} with {backend}; n_mels 40, the mel init and lr 0.003 unless varied.",
+        "",
+    ]
+    cells = [(str(n), Config(task, backend, s, n_mels=n)) for n in ctx["n_mels"] for s in SETTINGS]
+    lines += ["**n_mels**", "", *sweep_table(groups, cells, "n_mels"), ""]
+    cells = [(i, Config(task, backend, s, mel_init=i)) for i in ctx["inits"] for s in SETTINGS]
+    lines += ["**Filterbank initialisation**", "", *sweep_table(groups, cells, "init"), ""]
+    cells = [(f"{lr:g}", Config(task, backend, s, lr=lr)) for lr in ctx["lrs"] for s in TRAINABLE]
+    lines += ["**Front-end learning rate**", "", *sweep_table(groups, cells, "front-end lr"), ""]
+    inits = {
+        i: filters_of(groups.get(Config(task, backend, "mel", mel_init=i), []))
+        for i in ctx["inits"]
+    }
+    inits = {k: v for k, v in inits.items() if v is not None}
+    if inits:
+        inits_figure(
+            figures / "inits.png",
+            inits,
+            f"{task}, {backend}, trainable filterbank, seed 0: learned (colour) over init (grey)",
+        )
+        lines += [f"![learned filterbanks from each init]({rel}/inits.png)", ""]
+    return lines
+
+
+def maskout_section(groups, ctx: dict, out: Path, figures: Path, rel: str) -> list[str]:
+    task, head, mask, backends = ctx["mask"]
+    data = ctx["tasks"][task]
+    model = ctx["backends"][backends[0]].model
+    band = f"STFT bins [{mask[0]}, {mask[1]})"
+    lines = [
+        f"The {head} head of {task}: {band} zeroed in the power spectrum. First, what probes "
+        f"fitted with the true labels read from the fixed front-end's output (test skill per "
+        f"head; `src/evaluation/probe.py`):",
+        "",
+    ]
+    clear, masked = probes(data, model, None, out), probes(data, model, mask, out)
+    heads = heads_in(clear["ridge"])
+    cols = ["probe", "features", "score", *heads]
+    rows = []
+    for probe in clear:
+        for name, res in (("full", clear), ("masked", masked)):
+            m = res[probe]
+            rows.append(
+                [
+                    probe,
+                    name,
+                    f"{m[SCORE]:.3f}",
+                    *(f"{m[metric_key('test', 'skill', h)]:.3f}" for h in heads),
+                ]
+            )
+    lines += [*markdown_table(cols, rows), ""]
+    skill = metric_key("test", "skill", head)
+    cols = ["back-end", "setting", "score, full", "score, masked", f"{head} skill, full"]
+    cols += [f"{head} skill, masked", "recovered", "unmasked kernels' in-band power, learned/init"]
+    rows, shown = [], {}
+    for b in backends:
+        fixed_full, fixed_masked = (
+            Config(task, b, "fixed"),
+            Config(task, b, "fixed", mask=f"{mask[0]}-{mask[1]}"),
+        )
+        for s in SETTINGS:
+            full, cut = Config(task, b, s), Config(task, b, s, mask=f"{mask[0]}-{mask[1]}")
+            if cut not in groups:
+                continue
+            recovered = "-"
+            if s != "fixed" and fixed_full in groups and fixed_masked in groups:
+                lost = mean(groups[fixed_full], skill) - mean(groups[fixed_masked], skill)
+                back = mean(groups[cut], skill) - mean(groups[fixed_masked], skill)
+                recovered = f"{back / lost:+.0%}" if lost > 0 else "-"
+            ratios = []
+            for r in groups[cut]:
+                f = filters_of([r], r.seed)
+                if f is not None:
+                    p0 = in_band_power(f["stft_init"], f["sample_rate"], mask)
+                    ratios.append(
+                        10 * math.log10(in_band_power(f["stft"], f["sample_rate"], mask) / p0)
+                    )
+            if s in ("stft", "both") and b == backends[0]:
+                shown[s] = filters_of(groups[cut])
+            rows.append(
+                [
+                    b,
+                    s,
+                    spread(values(groups.get(full, []), SCORE), ".3f") if full in groups else "-",
+                    spread(values(groups[cut], SCORE), ".3f"),
+                    spread(values(groups.get(full, []), skill), ".3f") if full in groups else "-",
+                    spread(values(groups[cut], skill), ".3f"),
+                    recovered,
+                    spread(ratios, "+.2f") + " dB" if ratios else "-",
+                ]
+            )
+    lines += [
+        "Then the runs: each setting trained on the masked front-end, against the same setting "
+        "without the mask. *Recovered* is the share of the fixed front-end's loss in "
+        f"{head} skill that the setting wins back; the last column is how much more of the "
+        "masked band the unmasked STFT kernels respond to after training (only a trainable "
+        "STFT can change it: the masked bins themselves get no gradient).",
+        "",
+        *markdown_table(cols, rows),
+        "",
+    ]
+    shown = {k: v for k, v in shown.items() if v is not None}
+    if shown:
+        maskout_figure(
+            figures / "maskout.png",
+            shown,
+            mask,
+            f"{task}, {backends[0]}, {band} masked, seed 0: learned (colour) over init (grey)",
+        )
+        lines += [f"![kernels beside the masked band]({rel}/maskout.png)", ""]
+    return lines
+
+
+def filters_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
+    lines = []
+    for task in ctx["tasks"]:
+        cols = ["back-end", "setting", *DRIFT]
+        rows = []
+        for b in ctx["backends"]:
+            for s in TRAINABLE:
+                runs = groups.get(Config(task, b, s))
+                if runs:
+                    rows.append([b, s, *(spread(values(runs, k), ".3g") for k in DRIFT.values())])
+        shown = {s: filters_of(groups.get(Config(task, FIGURE_BACKEND, s), [])) for s in TRAINABLE}
+        shown = {k: v for k, v in shown.items() if v is not None}
+        lines += [f"**{task}**", "", *markdown_table(cols, rows), ""]
+        if shown:
+            name = f"filters_{task}.png"
+            filters_figure(
+                figures / name,
+                shown,
+                f"{task}, {FIGURE_BACKEND}, seed 0: learned (colour) over init (grey, dashed)",
+            )
+            lines += [f"![learned filters, {task}]({rel}/{name})", ""]
+    return lines
+
+
+def write_report(runs: list[Run], out: Path, markdown: Path, figures: Path, ctx: dict) -> None:
+    """Write the doc's `frontend_study` section and its figures from the study's runs."""
+    groups = group(runs)
+    finished = sum(len(v) for v in groups.values())
+    rel = os.path.relpath(figures, markdown.parent)
+    backends = ctx["backends"]
+    lines = [
+        f"Written by `{ctx['command']}` from {finished} finished runs of {ctx['n_jobs']} "
+        f"({len(runs) - finished} failed or unfinished). Machine: {machine_line()}.",
+        "",
+        "## Verdict",
+        "",
+        "The seed paper's two claims, decided on the main table (n_mels 40, mel init) by the "
+        "rules of `verdict` in `src/evaluation/frontend_study.py`: a gain counts when it is at "
+        f"least {T_SIGNIFICANT:g} standard errors of the seed-to-seed difference.",
+        "",
+    ]
+    for task in ctx["tasks"]:
+        lines += claims(groups, task, ctx)
+    lines += ["", "## The study", "", ctx["why"], "", "Back-ends:", ""]
+    lines += markdown_table(
+        ["name", "family", "model config and overrides"],
+        [
+            [n, b.family, " ".join([f"`model={b.model}`", *(f"`{o}`" for o in b.overrides)])]
+            for n, b in backends.items()
+        ],
+    )
+    lines += [
+        "",
+        "Settings: `fixed` (both frozen: torchaudio's log-mel), `mel` (trainable filterbank), "
+        "`stft` (trainable STFT kernels), `both`. Parameter counts are measured on each run "
+        "(`FrontendDrift`): the front-end's trainable ones (66,048 STFT weights and 129 x n_mels "
+        "filterbank weights when trainable), the back-end's (with the input norm), the heads' and "
+        "the total trainable. *score* is the test split's mean skill over heads, skill = 1 - MAE / "
+        "MAE of the train-mean guess; MAE in each head's natural unit. Baselines (in italics) "
+        "are the project's reference predictors on the same dataset's images "
+        "(`src/metrics/baselines.py`).",
+        "",
+        "## Settings x back-ends (n_mels 40, mel init)",
+        "",
+    ]
+    for task, data in ctx["tasks"].items():
+        cells = [([b, s], Config(task, b, s)) for b in backends for s in SETTINGS]
+        lines += [
+            f"**{task}**",
+            "",
+            *results_table(groups, cells, ["back-end", "setting"], baselines(data, out)),
+            "",
+        ]
+    lines += ["## Gains over the fixed front-end", "", *gains_section(groups, ctx, figures, rel)]
+    lines += ["## n_mels, filterbank init and front-end learning rate", ""]
+    lines += sweeps_section(groups, ctx, figures, rel)
+    lines += ["## Mask-out", "", *maskout_section(groups, ctx, out, figures, rel)]
+    lines += [
+        "## Learned filters",
+        "",
+        "How far each front-end moved from its init: relative "
+        "Frobenius change of the filterbank and of the STFT kernels, and the mean shift of "
+        "the bands' and of the kernels' centre frequencies (`src/callbacks/frontend_drift.py`).",
+        "",
+        *filters_section(groups, ctx, figures, rel),
+    ]
+    update_section(markdown, "frontend_study", "\n".join(lines))
