@@ -16,9 +16,11 @@ rewrites the doc from the finished runs. The grid (GRID_WHY says which subset an
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -261,17 +263,63 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from frontend_study_report import write_report
 
-    write_report(collect(args.out), args.out, args.markdown, args.figures, context())
+    ctx = context()
+    ctx["baselines"] = {task: baselines(data, args.out) for task, data in TASKS.items()}
+    model = BACKENDS[MASK_BACKENDS[0]].model
+    ctx["probes"] = {
+        "full": probes(TASKS[MASK_TASK], model, None, args.out),
+        "masked": probes(TASKS[MASK_TASK], model, MASK, args.out),
+    }
+    write_report(collect(args.out), args.markdown, args.figures, ctx)
     return 0
 
 
 def prepare(task: str) -> None:
     """Generate the task's dataset (if missing) in this process, before the workers start."""
+    datamodule(TASKS[task])
+
+
+def cached(path: Path, compute) -> dict:
+    """A JSON result computed once per study folder (written atomically)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+    return value
+
+
+def datamodule(data: str, overrides: tuple[str, ...] = ()):
     from src.data.provision import build_datamodule
     from src.utils.config import compose_config
 
-    cfg = compose_config("train", [f"data={TASKS[task]}"])
-    build_datamodule(cfg.data, cfg.paths.data_dir)
+    cfg = compose_config("train", [f"data={data}", *overrides])
+    return cfg, build_datamodule(cfg.data, cfg.paths.data_dir)
+
+
+def baselines(data: str, out: Path) -> dict:
+    from src.metrics.baselines import datamodule_baselines
+
+    return cached(out / f"baselines_{data}.json", lambda: datamodule_baselines(datamodule(data)[1]))
+
+
+def probes(data: str, model: str, mask: tuple[int, int] | None, out: Path) -> dict:
+    """1-NN and ridge probes on a fixed front-end's output (the model config's), masked or not."""
+
+    def compute() -> dict:
+        from hydra.utils import instantiate
+
+        from src.evaluation.probe import probe_frontend
+
+        masked = "null" if mask is None else f"[{mask[0]},{mask[1]}]"
+        cfg, dm = datamodule(data, (f"model={model}", f"model.net.frontend.maskout={masked}"))
+        frontend = instantiate(cfg.model.net.frontend, sample_rate=dm.spec.sample_rate)
+        return probe_frontend(frontend, dm)
+
+    tag = "none" if mask is None else f"{mask[0]}-{mask[1]}"
+    return cached(out / f"probe_{data}_{tag}.json", compute)
 
 
 def context() -> dict:

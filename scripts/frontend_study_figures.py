@@ -90,7 +90,8 @@ def gains_figure(path: Path, panels: dict[str, list[tuple[str, str, float, float
         ax.axhline(0.0, color="0.5", lw=0.7)
         ax.set_xscale("log")
         ax.set(xlabel="back-end parameters (log)", ylabel="test score gain over fixed", title=task)
-        ax.legend(title="trainable", fontsize="small")
+        if points:
+            ax.legend(title="trainable", fontsize="small")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     save(fig, path)

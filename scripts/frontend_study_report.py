@@ -8,10 +8,8 @@ folder as JSON).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -53,49 +51,6 @@ DRIFT = {
 }
 TOLERANCE = 1.5  # matched parameters: the nearest fixed configuration within this factor
 FIGURE_BACKEND = "bc1"  # the seed paper's back-end: its seed-0 runs are the figures' filters
-
-
-def cached(path: Path, compute) -> dict:
-    """A JSON result computed once per study folder (written atomically)."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = compute()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
-    return value
-
-
-def datamodule(data: str, overrides: tuple[str, ...] = ()):
-    from src.data.provision import build_datamodule
-    from src.utils.config import compose_config
-
-    cfg = compose_config("train", [f"data={data}", *overrides])
-    return cfg, build_datamodule(cfg.data, cfg.paths.data_dir)
-
-
-def baselines(data: str, out: Path) -> dict:
-    from src.metrics.baselines import datamodule_baselines
-
-    return cached(out / f"baselines_{data}.json", lambda: datamodule_baselines(datamodule(data)[1]))
-
-
-def probes(data: str, model: str, mask: tuple[int, int] | None, out: Path) -> dict:
-    """1-NN and ridge probes on a fixed front-end's output (the model config's), masked or not."""
-
-    def compute() -> dict:
-        from hydra.utils import instantiate
-
-        from src.evaluation.probe import probe_frontend
-
-        masked = "null" if mask is None else f"[{mask[0]},{mask[1]}]"
-        cfg, dm = datamodule(data, (f"model={model}", f"model.net.frontend.maskout={masked}"))
-        frontend = instantiate(cfg.model.net.frontend, sample_rate=dm.spec.sample_rate)
-        return probe_frontend(frontend, dm)
-
-    tag = "none" if mask is None else f"{mask[0]}-{mask[1]}"
-    return cached(out / f"probe_{data}_{tag}.json", compute)
 
 
 def heads_in(metrics: dict) -> list[str]:
@@ -275,10 +230,8 @@ def sweeps_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     return lines
 
 
-def maskout_section(groups, ctx: dict, out: Path, figures: Path, rel: str) -> list[str]:
+def maskout_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     task, head, mask, backends = ctx["mask"]
-    data = ctx["tasks"][task]
-    model = ctx["backends"][backends[0]].model
     band = f"STFT bins [{mask[0]}, {mask[1]})"
     lines = [
         f"The {head} head of {task}: {band} zeroed in the power spectrum. First, what probes "
@@ -286,7 +239,7 @@ def maskout_section(groups, ctx: dict, out: Path, figures: Path, rel: str) -> li
         f"head; `src/evaluation/probe.py`):",
         "",
     ]
-    clear, masked = probes(data, model, None, out), probes(data, model, mask, out)
+    clear, masked = ctx["probes"]["full"], ctx["probes"]["masked"]
     heads = heads_in(clear["ridge"])
     cols = ["probe", "features", "score", *heads]
     rows = []
@@ -388,7 +341,7 @@ def filters_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     return lines
 
 
-def write_report(runs: list[Run], out: Path, markdown: Path, figures: Path, ctx: dict) -> None:
+def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> None:
     """Write the doc's `frontend_study` section and its figures from the study's runs."""
     groups = group(runs)
     finished = sum(len(v) for v in groups.values())
@@ -429,18 +382,18 @@ def write_report(runs: list[Run], out: Path, markdown: Path, figures: Path, ctx:
         "## Settings x back-ends (n_mels 40, mel init)",
         "",
     ]
-    for task, data in ctx["tasks"].items():
+    for task in ctx["tasks"]:
         cells = [([b, s], Config(task, b, s)) for b in backends for s in SETTINGS]
         lines += [
             f"**{task}**",
             "",
-            *results_table(groups, cells, ["back-end", "setting"], baselines(data, out)),
+            *results_table(groups, cells, ["back-end", "setting"], ctx["baselines"][task]),
             "",
         ]
     lines += ["## Gains over the fixed front-end", "", *gains_section(groups, ctx, figures, rel)]
     lines += ["## n_mels, filterbank init and front-end learning rate", ""]
     lines += sweeps_section(groups, ctx, figures, rel)
-    lines += ["## Mask-out", "", *maskout_section(groups, ctx, out, figures, rel)]
+    lines += ["## Mask-out", "", *maskout_section(groups, ctx, figures, rel)]
     lines += [
         "## Learned filters",
         "",
