@@ -88,8 +88,8 @@ claims:
   matched-parameter comparison for them).
 - **n_mels {{10, 20, 40}}, init {{mel, random, linear}} and the front-end's learning rate
   {{3e-4, 3e-3}}** with the four settings, on one task and one back-end ({SWEEP_TASK},
-  {SWEEP_BACKEND}: the default task, whose pitch needs low-frequency resolution that few bands
-  lack, and a small back-end, where the claimed gain is largest).
+  {SWEEP_BACKEND}: the default task, whose semitone pitch needs a low-frequency resolution
+  that few bands do not have, and a small back-end, where the claimed gain is largest).
 - **Mask-out** of the {MASK_HEAD} range (STFT bins [{MASK[0]}, {MASK[1]})) on the {MASK_TASK}
   task with the four settings ({", ".join(MASK_BACKENDS)}).
 
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "logs" / "frontend_study")
     ap.add_argument("--workers", type=int, default=1, help="jobs at once (one thread each)")
-    ap.add_argument("--only", help="run only the jobs whose name matches this regex")
+    ap.add_argument("--only", help="run only the jobs whose name matches (a regex); no report")
     ap.add_argument("--list", action="store_true", help="list the jobs and their state, run none")
     ap.add_argument("--report-only", action="store_true", help="write the doc from finished runs")
     ap.add_argument("--markdown", type=Path, default=PROJECT_ROOT / "docs" / "frontend_study.md")

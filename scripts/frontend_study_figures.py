@@ -7,6 +7,7 @@ project's plotting helpers (src/callbacks/filterbank_plot.py).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -106,6 +107,12 @@ def in_band_power(kernels: torch.Tensor, sample_rate: int, mask: tuple[int, int]
     keep = torch.ones(power.shape[0], dtype=torch.bool)
     keep[mask[0] : mask[1]] = False
     return float(power[keep][:, inside].double().sum())
+
+
+def in_band_gain_db(f: dict, mask: tuple[int, int]) -> float:
+    """How much more the unmasked kernels respond inside the masked band after training (dB)."""
+    before = in_band_power(f["stft_init"], f["sample_rate"], mask)
+    return 10.0 * math.log10(in_band_power(f["stft"], f["sample_rate"], mask) / before)
 
 
 def maskout_figure(path: Path, filters: dict[str, dict], mask: tuple[int, int], title: str) -> None:

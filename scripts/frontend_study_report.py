@@ -37,7 +37,7 @@ from src.metrics.baselines import BASELINES
 from frontend_study_figures import (
     filters_figure,
     gains_figure,
-    in_band_power,
+    in_band_gain_db,
     inits_figure,
     maskout_figure,
 )
@@ -61,6 +61,12 @@ def count(v: float) -> str:
     return "-" if not math.isfinite(v) else f"{v:,.0f}"
 
 
+def cell(runs: list[Run] | None, metric: str, fmt: str = ".3f") -> str:
+    """mean ± std of a metric over runs, or '-'."""
+    v = values(runs or [], metric)
+    return spread(v, fmt) if v else "-"
+
+
 def gain_text(g: Gain | None) -> str:
     return "-" if g is None else f"{g.gain:+.3f} ± {g.se:.3f} (t {g.t:+.1f})"
 
@@ -82,17 +88,11 @@ def results_table(groups, rows: list[tuple[list[str], Config]], label_cols, base
         runs = groups.get(cfg)
         if not runs:
             continue
+        params = ("frontend/params/frontend_trainable", BACKEND_PARAMS, "frontend/params/heads")
         out.append(
-            [
-                *labels,
-                count(mean(runs, "frontend/params/frontend_trainable")),
-                count(mean(runs, BACKEND_PARAMS)),
-                count(mean(runs, "frontend/params/heads")),
-                count(mean(runs, TRAINABLE_PARAMS)),
-                str(len(runs)),
-                spread(values(runs, SCORE), ".3f"),
-                *(spread(values(runs, metric_key("test", "mae", h)), ".3g") for h in heads),
-            ]
+            [*labels, *(count(mean(runs, k)) for k in (*params, TRAINABLE_PARAMS))]
+            + [str(len(runs)), cell(runs, SCORE)]
+            + [cell(runs, metric_key("test", "mae", h), ".3g") for h in heads]
         )
     return markdown_table(cols, out)
 
@@ -108,20 +108,8 @@ def sweep_table(groups, cells: list[tuple[str, Config]], name: str) -> list[str]
             continue
         ref = cfg.with_setting("fixed")
         g = gain(groups, cfg, ref) if cfg.setting != "fixed" and ref in groups else None
-        drift = [
-            spread(values(runs, k), ".3g") if cfg.setting != "fixed" else "-"
-            for k in DRIFT.values()
-        ]
-        rows.append(
-            [
-                value,
-                cfg.setting,
-                str(len(runs)),
-                spread(values(runs, SCORE), ".3f"),
-                gain_text(g),
-                *drift,
-            ]
-        )
+        moved = [cell(runs if g else None, k, ".3g") for k in DRIFT.values()]
+        rows.append([value, cfg.setting, str(len(runs)), cell(runs, SCORE), gain_text(g), *moved])
     return markdown_table(cols, rows)
 
 
@@ -141,6 +129,7 @@ def claims(groups, task: str, ctx: dict) -> list[str]:
     small = "; ".join(f"{b} {gain_text(v.best[b])} (`{v.best[b].config.setting}`)" for b in v.small)
     top = max(v.best.values(), key=lambda g: g.gain)
     pairs = "; ".join(f"{lo} minus {hi} {d:+.3f} ± {se:.3f}" for lo, hi, d, se in v.pairs)
+    pairs = pairs or "no family has two finished back-ends yet"
     sizes = ", ".join(
         f"{b} ({v.sizes[b]:,.0f}) {v.best[b].gain:+.3f}" for b in sorted(v.best, key=v.sizes.get)
     )
@@ -246,55 +235,29 @@ def maskout_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     for probe in clear:
         for name, res in (("full", clear), ("masked", masked)):
             m = res[probe]
-            rows.append(
-                [
-                    probe,
-                    name,
-                    f"{m[SCORE]:.3f}",
-                    *(f"{m[metric_key('test', 'skill', h)]:.3f}" for h in heads),
-                ]
-            )
+            skills = [m[metric_key("test", "skill", h)] for h in heads]
+            rows.append([probe, name, *(f"{v:.3f}" for v in (m[SCORE], *skills))])
     lines += [*markdown_table(cols, rows), ""]
     skill = metric_key("test", "skill", head)
     cols = ["back-end", "setting", "score, full", "score, masked", f"{head} skill, full"]
     cols += [f"{head} skill, masked", "recovered", "unmasked kernels' in-band power, learned/init"]
-    rows, shown = [], {}
+    rows, shown, tag = [], {}, f"{mask[0]}-{mask[1]}"
     for b in backends:
-        fixed_full, fixed_masked = (
-            Config(task, b, "fixed"),
-            Config(task, b, "fixed", mask=f"{mask[0]}-{mask[1]}"),
-        )
+        lost = mean(groups.get(Config(task, b, "fixed"), []), skill)
+        lost -= mean(groups.get(Config(task, b, "fixed", mask=tag), []), skill)
         for s in SETTINGS:
-            full, cut = Config(task, b, s), Config(task, b, s, mask=f"{mask[0]}-{mask[1]}")
-            if cut not in groups:
+            full, cut = groups.get(Config(task, b, s)), groups.get(Config(task, b, s, mask=tag))
+            if not cut:
                 continue
-            recovered = "-"
-            if s != "fixed" and fixed_full in groups and fixed_masked in groups:
-                lost = mean(groups[fixed_full], skill) - mean(groups[fixed_masked], skill)
-                back = mean(groups[cut], skill) - mean(groups[fixed_masked], skill)
-                recovered = f"{back / lost:+.0%}" if lost > 0 else "-"
-            ratios = []
-            for r in groups[cut]:
-                f = filters_of([r], r.seed)
-                if f is not None:
-                    p0 = in_band_power(f["stft_init"], f["sample_rate"], mask)
-                    ratios.append(
-                        10 * math.log10(in_band_power(f["stft"], f["sample_rate"], mask) / p0)
-                    )
-            if s in ("stft", "both") and b == backends[0]:
-                shown[s] = filters_of(groups[cut])
-            rows.append(
-                [
-                    b,
-                    s,
-                    spread(values(groups.get(full, []), SCORE), ".3f") if full in groups else "-",
-                    spread(values(groups[cut], SCORE), ".3f"),
-                    spread(values(groups.get(full, []), skill), ".3f") if full in groups else "-",
-                    spread(values(groups[cut], skill), ".3f"),
-                    recovered,
-                    spread(ratios, "+.2f") + " dB" if ratios else "-",
-                ]
-            )
+            back = mean(cut, skill) - mean(groups[Config(task, b, "fixed", mask=tag)], skill)
+            recovered = f"{back / lost:+.0%}" if s != "fixed" and lost > 0 else "-"
+            filters = [f for f in (filters_of([r], r.seed) for r in cut) if f is not None]
+            moved = [in_band_gain_db(f, mask) for f in filters]
+            if s in ("stft", "both") and b == backends[0] and filters:
+                shown[s] = filters[0]
+            in_band = spread(moved, "+.2f") + " dB" if moved else "-"
+            scores = [cell(full, SCORE), cell(cut, SCORE), cell(full, skill), cell(cut, skill)]
+            rows.append([b, s, *scores, recovered, in_band])
     lines += [
         "Then the runs: each setting trained on the masked front-end, against the same setting "
         "without the mask. *Recovered* is the share of the fixed front-end's loss in "
@@ -326,7 +289,7 @@ def filters_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
             for s in TRAINABLE:
                 runs = groups.get(Config(task, b, s))
                 if runs:
-                    rows.append([b, s, *(spread(values(runs, k), ".3g") for k in DRIFT.values())])
+                    rows.append([b, s, *(cell(runs, k, ".3g") for k in DRIFT.values())])
         shown = {s: filters_of(groups.get(Config(task, FIGURE_BACKEND, s), [])) for s in TRAINABLE}
         shown = {k: v for k, v in shown.items() if v is not None}
         lines += [f"**{task}**", "", *markdown_table(cols, rows), ""]
@@ -341,15 +304,31 @@ def filters_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     return lines
 
 
+def wall_time(runs: list[Run]) -> str:
+    """The study's wall-clock span, first job started to last job finished (file times)."""
+    starts, ends = [], []
+    for r in runs:
+        job = Path(r.output_dir)
+        if (job / "metrics.json").is_file():
+            starts.append((job / ".hydra" / "overrides.yaml").stat().st_mtime)
+            ends.append((job / "metrics.json").stat().st_mtime)
+    if not starts:
+        return ""
+    hours = (max(ends) - min(starts)) / 3600
+    return f", {hours:.1f} h from the first start to the last finish on a shared machine"
+
+
 def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> None:
     """Write the doc's `frontend_study` section and its figures from the study's runs."""
+    torch.set_num_threads(1)  # as in every run, so that the machine line states it
     groups = group(runs)
     finished = sum(len(v) for v in groups.values())
     rel = os.path.relpath(figures, markdown.parent)
     backends = ctx["backends"]
     lines = [
         f"Written by `{ctx['command']}` from {finished} finished runs of {ctx['n_jobs']} "
-        f"({len(runs) - finished} failed or unfinished). Machine: {machine_line()}.",
+        f"({len(runs) - finished} failed or unfinished){wall_time(runs)}. Machine: "
+        f"{machine_line()}.",
         "",
         "## Verdict",
         "",
@@ -362,9 +341,9 @@ def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> N
         lines += claims(groups, task, ctx)
     lines += ["", "## The study", "", ctx["why"], "", "Back-ends:", ""]
     lines += markdown_table(
-        ["name", "family", "model config and overrides"],
+        ["name", "back-end", "family", "model config and overrides"],
         [
-            [n, b.family, " ".join([f"`model={b.model}`", *(f"`{o}`" for o in b.overrides)])]
+            [n, b.label, b.family, " ".join(f"`{o}`" for o in (f"model={b.model}", *b.overrides))]
             for n, b in backends.items()
         ],
     )
