@@ -98,9 +98,12 @@ def results_table(groups, rows: list[tuple[list[str], Config]], label_cols, base
 
 
 def sweep_table(groups, cells: list[tuple[str, Config]], name: str) -> list[str]:
-    """Rows of a one-factor sweep: score, gain over the fixed front-end at the same value, and
-    how far the front-end moved."""
-    cols = [name, "setting", "seeds", "score", "gain over fixed", *DRIFT]
+    """Rows of a one-factor sweep: score and per-head MAE (mean ± std over seeds), the gain
+    over the fixed front-end at the same value, and how far the front-end moved."""
+    found = [runs for _, cfg in cells if (runs := groups.get(cfg))]
+    heads = heads_in(found[0][0].metrics) if found else []
+    cols = [name, "setting", "seeds", "score", *(f"{h} MAE" for h in heads)]
+    cols += ["gain over fixed", *DRIFT]
     rows = []
     for value, cfg in cells:
         runs = groups.get(cfg)
@@ -108,8 +111,10 @@ def sweep_table(groups, cells: list[tuple[str, Config]], name: str) -> list[str]
             continue
         ref = cfg.with_setting("fixed")
         g = gain(groups, cfg, ref) if cfg.setting != "fixed" and ref in groups else None
-        moved = [cell(runs if g else None, k, ".3g") for k in DRIFT.values()]
-        rows.append([value, cfg.setting, str(len(runs)), cell(runs, SCORE), gain_text(g), *moved])
+        maes = [cell(runs, metric_key("test", "mae", h), ".3g") for h in heads]
+        moved = [cell(runs if cfg.setting != "fixed" else None, k, ".3g") for k in DRIFT.values()]
+        rows.append([value, cfg.setting, str(len(runs)), cell(runs, SCORE), *maes, gain_text(g)])
+        rows[-1] += moved
     return markdown_table(cols, rows)
 
 

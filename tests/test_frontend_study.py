@@ -176,6 +176,12 @@ def test_verdict_refutes_when_the_gain_grows_with_capacity():
     assert v.claim2 == "does not hold"
 
 
+def test_verdict_without_any_gain_has_nothing_to_shrink():
+    gains = dict.fromkeys(SIZES, 0.0)
+    v = verdict(group(grid(gains, SIZES)), "saw", FAMILIES)
+    assert (v.claim1, v.claim2) == ("does not hold", "does not hold")
+
+
 def test_verdict_partly_and_inconclusive_within_noise():
     gains = {"linear": 0.10, "bc0.5": 0.0, "bc1": 0.0, "cnn5k": 0.0, "cnn80k": 0.0}
     v = verdict(group(grid(gains, SIZES, noise=0.02)), "saw", FAMILIES)
