@@ -339,7 +339,9 @@ def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> N
         "",
         "The seed paper's two claims, decided on the main table (n_mels 40, mel init) by the "
         "rules of `verdict` in `src/evaluation/frontend_study.py`: a gain counts when it is at "
-        f"least {T_SIGNIFICANT:g} standard errors of the seed-to-seed difference.",
+        f"least {T_SIGNIFICANT:g} standard errors of the difference of the seed means (with 3 "
+        "seeds a side, t = 3 is p ~ 0.04, two-sided; a gain is in units of the test score, "
+        "the mean skill over heads, so +0.01 is one point of skill).",
         "",
     ]
     for task in ctx["tasks"]:
