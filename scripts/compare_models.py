@@ -21,6 +21,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from rich.console import Console
@@ -51,11 +52,17 @@ def data_for(model: str, data: str) -> str:
     return f"{data}_audio" if net_input_kind(net._target_) == "audio" else data
 
 
-def run_one(model: str, data: str, epochs: int, seed: int, out: Path) -> dict:
+def data_overrides(data: str, size: int | None) -> list[str]:
+    return [f"data={data}"] + ([f"data.recipe.dataset.size={size}"] if size else [])
+
+
+def run_one(
+    model: str, data: str, epochs: int, seed: int, out: Path, size: int | None = None
+) -> dict:
     """Train and test one model with one seed; returns its test metrics and facts."""
     overrides = [
         f"model={model}",
-        f"data={data_for(model, data)}",
+        *data_overrides(data_for(model, data), size),
         f"trainer.max_epochs={epochs}",
         f"seed={seed}",
         *QUIET,
@@ -75,8 +82,8 @@ def run_one(model: str, data: str, epochs: int, seed: int, out: Path) -> dict:
     }
 
 
-def baselines(data: str) -> dict[str, dict[str, float]]:
-    cfg = compose_config("train", [f"data={data}"])
+def baselines(data: str, size: int | None = None) -> dict[str, dict[str, float]]:
+    cfg = compose_config("train", data_overrides(data, size))
     return datamodule_baselines(build_datamodule(cfg.data, cfg.paths.data_dir))
 
 
@@ -96,7 +103,9 @@ def table(results: dict[str, list[dict]], base: dict, heads: list[str]):
 def command(args: argparse.Namespace) -> str:
     return (
         f"python scripts/compare_models.py --data {args.data} --epochs {args.epochs} "
-        f"--seeds {args.seeds} --models {' '.join(args.models)}"
+        f"--seeds {args.seeds}"
+        + (f" --size {args.size}" if args.size else "")
+        + f" --models {' '.join(args.models)}"
         + (f" --markdown {args.markdown}" if args.markdown else "")
     )
 
@@ -106,19 +115,26 @@ def main() -> None:
     ap.add_argument("--data", default="saw", help="data config (saw, moog_hard, fm, ...)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
+    ap.add_argument("--size", type=int, help="records of the dataset (default: the recipe's)")
     ap.add_argument("--models", nargs="+", default=ALL_MODELS)
     ap.add_argument("--markdown", help="update this dataset's section of this markdown file")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: small models on shared cores)"
+    )
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     Console().print(f"[dim]{command(args)}[/]")
 
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             results[model] = [
-                run_one(model, args.data, args.epochs, seed, Path(tmp) / f"{model}_{seed}")
+                run_one(
+                    model, args.data, args.epochs, seed, Path(tmp) / f"{model}_{seed}", args.size
+                )
                 for seed in range(args.seeds)
             ]
-    base = baselines(args.data)
+    base = baselines(args.data, args.size)
     heads = list(head_metrics(base["chance"], "test"))
     cols, rows = table(results, base, heads)
     out = Table(title=f"{args.data}: {args.epochs} epochs, {args.seeds} seeds (mean ± std)")

@@ -5,8 +5,10 @@ Each file is read (soundfile), mixed to mono, resampled to the dataset's rate an
 padded to its note length (`src/audio/io.py`), then imaged by the dataset's own
 imager rebuilt from its JSON through the renderer generation uses, normalised with the
 checkpoint's statistics, and passed through the model. The run folder gets predictions.csv
-(every head in natural units, and its class), and per file the note as the model heard it,
-its resynthesis with the dataset's synth and a comparison figure.
+(every head in natural units, and its class; for a nominal head of recordings also the class
+name and its probability), and per file the note as the model heard it, its resynthesis with
+the dataset's synth and a comparison figure (datasets converted from recordings have no synth:
+no resynthesis). The first files' predictions are also logged, class names and all.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from src.audio.io import audio_files, load_notes, write_wav
 from src.data.provision import build_datamodule
 from src.errors import ConfigError, DataError
 from src.evaluation.report import comparison_figure, csv_text, write_text
-from src.generation.rebuild import renderer_from_info
+from src.generation.rebuild import imager_from_info, renderer_from_info
+from src.imaging import SpectrogramImager
 from src.models.tasks import datamodule_state, module_from_checkpoint, read_checkpoint
 from src.paths import CONFIG_DIR
 from src.utils.pylogger import RankedLogger
 from src.utils.utils import extras, task_wrapper, user_errors
 
 log = RankedLogger(__name__)
+
+SHOWN = 50  # files whose predictions are also logged
 
 
 def check_pairing(model, datamodule, ckpt_path: str) -> None:
@@ -48,21 +53,55 @@ def check_pairing(model, datamodule, ckpt_path: str) -> None:
 
 
 @torch.no_grad()
-def predict_notes(model, datamodule, renderer, notes: torch.Tensor, batch_size: int) -> dict:
-    """{head: (values, classes)} for (N, n_samples) notes, imaged as generation images them."""
+def predict_notes(model, datamodule, imager, notes: torch.Tensor, batch_size: int) -> dict:
+    """{head: (values, classes, probability of the class)} for (N, n_samples) notes, imaged
+    as the dataset's notes were; the probability is NaN for heads that give none (ordinal,
+    regression)."""
     out: dict[str, list] = {}
     for start in range(0, len(notes), batch_size):
         audio = notes[start : start + batch_size]
         if datamodule.representation == "audio":
             x = audio[:, None, :]
         else:
-            x = datamodule.normalize_images(renderer.renderer.image(audio))
-        for name, (v, c) in model.decode(model(x)).items():
-            out.setdefault(name, []).append((v, c))
+            with torch.inference_mode():
+                images = imager(audio)
+            x = datamodule.normalize_images(images)
+        raw = model(x)
+        for name, (v, c) in model.decode(raw).items():
+            if model.modes[name] in ("classification", "soft"):
+                p = torch.softmax(raw[name].float(), dim=1).gather(1, c[:, None])[:, 0]
+            else:
+                p = torch.full(c.shape, float("nan"))
+            out.setdefault(name, []).append((v, c, p))
     return {
-        name: (torch.cat([v for v, _ in parts]).double(), torch.cat([c for _, c in parts]))
+        name: (
+            torch.cat([v for v, _, _ in parts]).double(),
+            torch.cat([c for _, c, _ in parts]),
+            torch.cat([p for _, _, p in parts]),
+        )
         for name, parts in out.items()
     }
+
+
+def recorded_imaging(info) -> tuple[SpectrogramImager, int, int, str]:
+    """(imager, sample rate, note samples, onset) of a dataset converted from recordings (it
+    has no synth to rebuild; `src/convert.py` records how it cut its files)."""
+    imager = imager_from_info(info)
+    made = info.raw.get("dataset_config") or {}
+    return imager, imager.sample_rate, imager.n_samples, str(made.get("onset") or "start")
+
+
+def class_names(ckpt: dict, datamodule, ckpt_path: str) -> dict[str, tuple[str, ...]]:
+    """The nominal heads' class names: the checkpoint's (they name its outputs), which must be
+    the dataset's."""
+    saved = datamodule_state(ckpt, datamodule).get("class_names")
+    names = {k: list(v) for k, v in datamodule.class_names.items()}
+    if saved is not None and saved != names:
+        raise DataError(
+            f"checkpoint {ckpt_path} names its classes {saved} but dataset "
+            f"{datamodule.data_dir} names them {names}; pass the data config it was trained with"
+        )
+    return {k: tuple(v) for k, v in names.items()}
 
 
 @task_wrapper
@@ -74,22 +113,35 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     model = module_from_checkpoint(ckpt)
     datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
     check_pairing(model, datamodule, cfg.ckpt_path)
-    renderer = renderer_from_info(datamodule.info)
+    names = class_names(ckpt, datamodule, cfg.ckpt_path)
+    if "synth_config" in datamodule.info.raw:  # generated: its synth resynthesizes predictions
+        renderer = renderer_from_info(datamodule.info)
+        imager, rate, n_samples, made_onset = (
+            renderer.imager,
+            renderer.sample_rate,
+            renderer.n_samples,
+            "start",
+        )
+    else:  # converted from recordings: nothing to resynthesize with
+        renderer = None
+        imager, rate, n_samples, made_onset = recorded_imaging(datamodule.info)
+    onset = str(cfg.onset or made_onset)
+    if onset != made_onset:
+        log.warning(f"onset={onset}, but the dataset's notes start at '{made_onset}'")
     datamodule.load_state_dict(datamodule_state(ckpt, datamodule))
     files = audio_files(cfg.audio)
     log.info(f"Predicting {len(files)} file(s) with {cfg.ckpt_path}")
     try:
-        notes, facts = load_notes(
-            files, renderer.sample_rate, renderer.n_samples, str(cfg.onset), float(cfg.onset_db)
-        )
+        notes, facts = load_notes(files, rate, n_samples, onset, float(cfg.onset_db))
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    preds = predict_notes(model, datamodule, renderer, notes, int(cfg.batch_size))
+    preds = predict_notes(model, datamodule, imager, notes, int(cfg.batch_size))
 
     out = Path(cfg.paths.output_dir)
     specs = model.specs
     heads = [s.name for s in specs]
-    names = [f"{i:03d}_{Path(f['file']).stem}" for i, f in enumerate(facts)]
+    stems = [f"{i:03d}_{Path(f['file']).stem}" for i, f in enumerate(facts)]
+    named = [h for h in heads if h in names]
     root = Path(cfg.audio) if Path(cfg.audio).is_dir() else Path(cfg.audio).parent
     shown = [str(Path(f["file"]).relative_to(root)) for f in facts]
     rows = [
@@ -100,31 +152,46 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
             f["file_seconds"],
             f["onset_s"],
             *(x for h in heads for x in (float(preds[h][0][i]), int(preds[h][1][i]))),
+            *(x for h in named for x in (names[h][int(preds[h][1][i])], float(preds[h][2][i]))),
         ]
         for i, f in enumerate(facts)
     ]
     header = ["index", "file", "file_rate", "file_seconds", "onset_s"]
     header += [x for h in heads for x in (h, f"{h}_class")]
+    header += [x for h in named for x in (f"{h}_name", f"{h}_prob")]
     written = [write_text(out / "predictions.csv", csv_text(header, rows))]
+    for i in range(min(len(facts), SHOWN)):
+        said = ", ".join(
+            f"{h}={names[h][int(preds[h][1][i])]} ({float(preds[h][2][i]):.2f})"
+            if h in names
+            else f"{h}={float(preds[h][0][i]):.4g}"
+            for h in heads
+        )
+        log.info(f"{shown[i]}: {said}")
+    if len(facts) > SHOWN:
+        log.info(f"... and {len(facts) - SHOWN} more files: see predictions.csv")
     about = {
         "checkpoint": str(cfg.ckpt_path),
         "dataset": str(datamodule.data_dir),
-        "sample_rate": renderer.sample_rate,
-        "n_samples": renderer.n_samples,
-        "onset": str(cfg.onset),
+        "sample_rate": rate,
+        "n_samples": n_samples,
+        "onset": onset,
         "heads": {s.name: {"unit": s.unit, "min": s.min, "max": s.max} for s in specs},
+        "class_names": {h: list(v) for h, v in names.items()},
     }
     written.append(write_text(out / "predictions.json", json.dumps(about, indent=2)))
 
     resynth = None
-    if cfg.resynthesize:
+    if cfg.resynthesize and renderer is None:
+        log.info("The dataset was converted from recordings: no synth to resynthesize with")
+    elif cfg.resynthesize:
         generator = torch.Generator().manual_seed(int(cfg.seed))
         resynth = renderer.render_values({h: preds[h][0].numpy() for h in heads}, generator)
-    for i, name in enumerate(names):
-        written.append(write_wav(out / f"{name}_input.wav", notes[i], renderer.sample_rate))
+    for i, name in enumerate(stems):
+        written.append(write_wav(out / f"{name}_input.wav", notes[i], rate))
         if resynth is None:
             continue
-        written.append(write_wav(out / f"{name}_resynth.wav", resynth[i], renderer.sample_rate))
+        written.append(write_wav(out / f"{name}_resynth.wav", resynth[i], rate))
         if cfg.figures:
             table = [
                 [h + (f" ({s.unit})" if s.unit else ""), f"{float(preds[h][0][i]):.4g}"]
@@ -135,7 +202,7 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
                     out / f"{name}.png",
                     notes[i],
                     resynth[i],
-                    renderer.imager,
+                    imager,
                     title=f"{shown[i]} (onset {facts[i]['onset_s']:.3f} s)",
                     table=table,
                     col_labels=["parameter", "predicted"],
@@ -151,6 +218,7 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
         "files": facts,
         "values": table,
         "classes": {h: preds[h][1].numpy() for h in heads},
+        "names": {h: [names[h][int(c)] for c in preds[h][1]] for h in named},
         "notes": notes,
         "resynthesis": resynth,
     }

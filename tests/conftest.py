@@ -77,3 +77,13 @@ def trained_ckpt(tmp_path_factory, toy) -> Path:
         torch.set_num_threads(threads)
         GlobalHydra.instance().clear()
     return Path(objects["trainer"].checkpoint_callback.best_model_path)
+
+
+@pytest.fixture(scope="session")
+def words(tmp_path_factory) -> tuple[Path, list]:
+    """A Speech-Commands-layout collection of synth "words" (tests/helpers/words.py) and its
+    rows (file, word, pitch, speaker); shared read-only by the conversion and KWS tests."""
+    from tests.helpers.words import write_words
+
+    root = tmp_path_factory.mktemp("collection") / "words"
+    return root, write_words(root)

@@ -20,7 +20,17 @@ from tests.helpers.runs import QUIET, on
 from tests.helpers.vimh import make_vimh
 from tests.test_scripts import load_script
 
-HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+
+def installed(module: str) -> bool:
+    """Whether a dotted module can be imported (False when its parent package is missing,
+    where find_spec would raise)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAS_SUBMITIT = installed("hydra_plugins.hydra_submitit_launcher")
 
 
 @pytest.fixture(scope="module")

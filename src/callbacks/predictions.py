@@ -1,10 +1,11 @@
-"""Per-record predictions of a tested model: a CSV in natural units, a confusion matrix and a
-true-vs-predicted scatter per head (what `src/eval.py` writes with `callbacks=eval`)."""
+"""Per-record predictions of a tested model: a CSV in natural units (and class names, for the
+nominal heads of recordings), a confusion matrix and a true-vs-predicted scatter per head (what
+`src/eval.py` writes with `callbacks=eval`)."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -12,8 +13,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning_utilities.core.rank_zero import rank_zero_only
-from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchmetrics.functional.classification import (
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+)
 
+from src.data.vimh.classes import is_nominal
 from src.data.vimh.format import ParamSpec
 from src.utils.pylogger import RankedLogger
 
@@ -63,14 +68,20 @@ class PredictionReport(L.Callback):
         out = Path(trainer.default_root_dir)
         if self.dirname:
             out = out / self.dirname
-        files = write_prediction_reports(table, pl_module.specs, out)
+        names = getattr(trainer.datamodule, "class_names", None) if trainer.datamodule else None
+        files = write_prediction_reports(table, pl_module.specs, out, names)
         log.info("Wrote " + ", ".join(f.name for f in files))
 
 
 def write_prediction_reports(
-    table: dict[str, np.ndarray], specs: Sequence[ParamSpec], out_dir: Path
+    table: dict[str, np.ndarray],
+    specs: Sequence[ParamSpec],
+    out_dir: Path,
+    class_names: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Path]:
-    """predictions.csv, confusion_<head>.png and scatter_<head>.png in `out_dir`."""
+    """predictions.csv, confusion_<head>.png and scatter_<head>.png in `out_dir`; heads with
+    `class_names` get `<head>_true_name`, `<head>_pred_name` columns and named axes, and
+    nominal heads no scatter."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,21 +90,24 @@ def write_prediction_reports(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     n = len(next(iter(table.values())))
+    names = {k: list(v) for k, v in (class_names or {}).items()}
     cols = [f"{s.name}_{k}" for s in specs for k in KINDS]
+    named = [(s.name, k) for s in specs if s.name in names for k in ("true", "pred")]
     path = out_dir / "predictions.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", *cols])
+        w.writerow(["index", *cols, *(f"{h}_{k}_name" for h, k in named)])
         data = np.stack([table[c].astype(np.float64) for c in cols], axis=1)
+        labels = [np.asarray(names[h])[table[f"{h}_{k}_class"].astype(int)] for h, k in named]
         for i in range(n):
-            w.writerow([i, *(f"{v:.6g}" for v in data[i])])
+            w.writerow([i, *(f"{v:.6g}" for v in data[i]), *(x[i] for x in labels)])
     written.append(path)
 
     for s in specs:
         true_c = torch.as_tensor(table[f"{s.name}_true_class"]).long()
         pred_c = torch.as_tensor(table[f"{s.name}_pred_class"]).long()
         cm = multiclass_confusion_matrix(pred_c, true_c, num_classes=s.num_classes).numpy()
-        ticks = [f"{v:g}" for v in s.class_value(np.arange(s.num_classes))]
+        ticks = names.get(s.name) or [f"{v:g}" for v in s.class_value(np.arange(s.num_classes))]
         fig, ax = plt.subplots(figsize=(1.2 + 0.45 * s.num_classes, 1 + 0.4 * s.num_classes))
         ax.imshow(cm, cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
@@ -113,13 +127,16 @@ def write_prediction_reports(
         ax.set_xlabel(f"predicted {s.name}{unit}")
         ax.set_ylabel(f"true {s.name}{unit}")
         acc = float(np.trace(cm)) / max(1, cm.sum())
-        ax.set_title(f"{s.name}: accuracy {acc:.3f}", fontsize=9)
+        f1 = multiclass_f1_score(pred_c, true_c, s.num_classes, average="macro")
+        ax.set_title(f"{s.name}: accuracy {acc:.3f}, macro-F1 {float(f1):.3f}", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"confusion_{s.name}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
 
+        if is_nominal(s):  # class indices with no order: no scatter to draw
+            continue
         true_v, pred_v = table[f"{s.name}_true"], table[f"{s.name}_pred"]
         fig, ax = plt.subplots(figsize=(4, 4))
         jitter = np.random.default_rng(0).normal(0, s.span * 0.004, len(true_v))

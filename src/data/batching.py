@@ -74,6 +74,10 @@ class EpochBatches:
       once. Ranks may then run one batch more or less, which evaluation allows as long as
       nothing synchronises per step: the task modules update torchmetrics per step and sync
       (summing counts across ranks) only at the epoch's end; a per-step `sync_dist` would hang.
+
+    `weights` (n,) (training with class-balanced sampling): each epoch draws n records with
+    replacement, record i with probability proportional to `weights[i]`, from the same seeded
+    generator; it replaces the permutation (and the block order: reads are then scattered).
     """
 
     def __init__(
@@ -88,7 +92,10 @@ class EpochBatches:
         world_size: int = 1,
         window: int | None = None,
         pad: bool = True,
+        weights: torch.Tensor | None = None,
     ) -> None:
+        if weights is not None and (weights.shape != (n,) or not bool((weights >= 0).all())):
+            raise ValueError(f"weights must be {n} non-negative numbers, got {weights.shape}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if window is not None and window < 1:
@@ -104,6 +111,7 @@ class EpochBatches:
         self.world_size = world_size
         self.window = window
         self.pad = pad
+        self.weights = None if weights is None else weights.double()
         self.epoch = 0
         if world_size == 1:
             self.per_rank = n
@@ -130,8 +138,11 @@ class EpochBatches:
 
     def indices(self) -> torch.Tensor:
         """This rank's record order for the current epoch, int64 (per_rank,)."""
-        blocks = self.shuffle and self.window is not None
-        if blocks:
+        blocks = self.shuffle and self.window is not None and self.weights is None
+        if self.shuffle and self.weights is not None:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        elif blocks:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = block_order(self.n, self.window, g)
         elif self.shuffle:

@@ -22,7 +22,9 @@ from src.data.placement import placement, split_device
 from src.data.spec import INPUT_KINDS, DataSpec
 from src.data.transforms import Normalize, channel_stats, check_augment, spec_augment
 from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
+from src.data.vimh.classes import is_nominal
 from src.errors import ConfigError, DataError, DatasetNotFoundError
+from src.metrics.estimation import reference_value
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -64,6 +66,10 @@ class VIMHDataModule(L.LightningDataModule):
     they fit in half its free memory; True on whatever device the model is on; False never.
     With several processes the batch size is per process; training shards are padded to equal
     length, validation and test shards are not (each record is evaluated exactly once).
+    `balance="<head>"` (or true: the first categorical head, else the first head):
+    class-balanced training batches: each epoch draws as many training records as there are,
+    with replacement, each class of that head equally likely (records weighted by 1 / their
+    class's count); validation and test are untouched.
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class VIMHDataModule(L.LightningDataModule):
         stats_max_records: int = 50_000,
         shuffle_order: str = "auto",
         on_device: bool | str = "auto",
+        balance: str | bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -108,6 +115,7 @@ class VIMHDataModule(L.LightningDataModule):
         if not self.data_dir.is_dir():
             raise DatasetNotFoundError(f"{self.data_dir}: VIMH dataset folder not found")
         self.info: VIMHInfo = read_info(self.data_dir)
+        self.balance = self._balanced_head(balance)
         self.augment = check_augment(augment)
         self.n_samples: int | None = None
         if representation == "audio":
@@ -171,17 +179,51 @@ class VIMHDataModule(L.LightningDataModule):
         )
 
     def train_means(self) -> dict[str, float]:
-        """Each head's mean label (natural units) over the training records, read once from
-        the label bytes (no pixels)."""
+        """Each head's mean label (natural units) over the training records, or a nominal
+        head's most frequent class (`reference_value`), read once from the label bytes."""
         if self._train_means is None:
             ds = self.dataset or VIMHDataset(self.data_dir)
             codes = ds["train"].codes
             if "val" not in ds:
                 codes = codes[carve_val(len(codes), self.val_fraction, self.split_seed)[0]]
             self._train_means = {
-                p.name: float(p.decode(codes[:, i]).mean()) for i, p in enumerate(self.heads)
+                p.name: reference_value(p, codes[:, i]) for i, p in enumerate(self.heads)
             }
         return self._train_means
+
+    @property
+    def class_names(self) -> dict[str, tuple[str, ...]]:
+        """The class names of the dataset's nominal heads (recordings' categorical labels)."""
+        return self.info.class_names
+
+    def _balanced_head(self, balance: str | bool | None) -> str | None:
+        """The head `balance` names: a head name, true (the first nominal head, else the
+        first head), or null/false (none)."""
+        if balance is None or balance is False:
+            return None
+        names = self.info.param_names
+        if balance is True:
+            nominal = [p.name for p in self.heads if is_nominal(p)]
+            return (nominal or names)[0]
+        if balance not in names:
+            raise ConfigError(
+                f"data.balance={balance!r} names no head of {self.data_dir}; heads are "
+                f"{names} (true: the first categorical head; null: no class balancing)"
+            )
+        return balance
+
+    def balance_weights(self) -> torch.Tensor:
+        """Per training record, 1 / (records of its class of head `balance`)."""
+        p = self.info.param_names.index(self.balance)
+        spec = self.heads[p]
+        classes = spec.class_index(spec.decode(self._split_codes("train")[:, p]))
+        counts = np.bincount(classes, minlength=spec.num_classes)
+        log.info(
+            f"{self.data_dir.name}: class-balanced training on '{self.balance}': "
+            f"{int((counts > 0).sum())} classes of {counts[counts > 0].min()} to {counts.max()} "
+            f"records, each drawn equally often (with replacement)"
+        )
+        return torch.from_numpy(1.0 / counts[classes])
 
     @property
     def mean(self) -> torch.Tensor | None:
@@ -313,6 +355,7 @@ class VIMHDataModule(L.LightningDataModule):
             # What the inputs were made with, so eval can refuse other data (tasks.py).
             "spectrogram_config": self.info.raw.get("spectrogram_config"),
             "channel_labels": self.info.raw.get("channel_labels"),
+            "class_names": {k: list(v) for k, v in self.class_names.items()},
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -428,6 +471,7 @@ class VIMHDataModule(L.LightningDataModule):
             world_size=world_size,
             window=self._window(batch_size) if shuffle else None,
             pad=pad,
+            weights=self.balance_weights() if self.balance and split == "train" and shuffle else None,
         )
         if self.use_memory:
             inputs, codes = self.tensors(split, device)

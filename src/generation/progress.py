@@ -52,12 +52,14 @@ class GenerationProgress:
         *,
         log_every: float = 10.0,
         console: Console | None = None,
+        verb: str = "generated",
     ) -> None:
         self.totals = {k: int(v) for k, v in totals.items() if v > 0}
         self.total = sum(self.totals.values())
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal and self.total > 0
         self.log_every = float(log_every)
+        self.verb = verb  # what the log lines say was done to the records
         self.done = 0
         self._next_pct = self.log_every
         self._progress: Progress | None = None
@@ -100,6 +102,6 @@ class GenerationProgress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else 0.0
         log.info(
-            f"generated {pct:3.0f}% ({self.done:,} of {self.total:,} records; "
+            f"{self.verb} {pct:3.0f}% ({self.done:,} of {self.total:,} records; "
             f"{rate:,.0f} records/s; {format_seconds(left)} left)"
         )

@@ -1,7 +1,8 @@
 """Reference predictors every results table shows beside the models.
 
 - `chance`: a uniformly random class per head (seeded), valued at the class's grid value.
-- `train_mean`: the training mean of each head (its skill is 0 by definition).
+- `train_mean`: the training mean of each head, or of a nominal head its most frequent class
+  (its skill is 0 by definition).
 - `nn_pixels`: the label of the nearest training record in raw pixel space (1-NN, Euclidean,
   chunked `torch.cdist`): what a lookup table of the training set achieves.
 - `linear_probe`: ridge regression from standardised pixels to one-hot classes per head,
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from src.data.vimh.format import ParamSpec
-from src.metrics.estimation import EstimationMetrics, Predictions
+from src.metrics.estimation import EstimationMetrics, Predictions, reference_value
 
 BASELINES = ("chance", "train_mean", "nn_pixels", "linear_probe")
 RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # times the mean diagonal of X^T X / N
@@ -130,7 +131,7 @@ def baseline_predictions(
     n_test = len(test[1])
     rng = np.random.default_rng(seed)
     chance = np.stack([rng.integers(0, s.num_classes, n_test) for s in specs], axis=1)
-    means = decoded["train"].mean(axis=0)
+    means = np.array([reference_value(s, train[1][:, i]) for i, s in enumerate(specs)])
     x_train, x_val, x_test = flat_pixels(train[0]), flat_pixels(val[0]), flat_pixels(test[0])
     nn = nearest(train[0], test[0])
     probe = ridge_probe(x_train, classes["train"], specs, x_val, classes["val"], x_test)
@@ -151,7 +152,7 @@ def score_baselines(
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """{baseline: {metric key: value}} on the test split, scored like the models."""
-    means = {s.name: float(s.decode(train[1][:, i]).mean()) for i, s in enumerate(specs)}
+    means = {s.name: reference_value(s, train[1][:, i]) for i, s in enumerate(specs)}
     true = as_predictions(
         specs, np.stack([s.decode(test[1][:, i]) for i, s in enumerate(specs)], axis=1)
     )

@@ -1,9 +1,13 @@
 """Metrics of parameter estimation, per head and aggregated, as torchmetrics states.
 
-For each head: accuracy (`acc`), accuracy within one class (`acc_within1`), mean absolute error
-in natural units (`mae`; also in cents, `mae_cents`, for MIDI-note heads) and the skill against
-the train-mean predictor, `skill = 1 - MAE / MAE(train mean)` on the same records: 0 for a
-constant guess of the training mean, 1 for a perfect model, negative for worse than the guess.
+For each head: accuracy (`acc`), macro-averaged F1 over the classes present (`f1_macro`),
+accuracy within one class (`acc_within1`), mean absolute error in natural units (`mae`; also in
+cents, `mae_cents`, for MIDI-note heads) and the skill against the train-mean predictor,
+`skill = 1 - MAE / MAE(train mean)` on the same records: 0 for a constant guess of the training
+mean, 1 for a perfect model, negative for worse than the guess. A nominal head (class indices
+with no order, `src/data/vimh/classes.py`: recordings' categorical labels) has no meaningful
+MAE: its skill is `1 - error rate / error rate(train mode)`, against a constant guess of the
+most frequent training class (which the data hands over as that head's `train_means` entry).
 `score` is the mean skill over heads (it drives checkpointing, early stopping and sweeps),
 `acc_mean` the mean accuracy. The same object scores models (MultiheadModule) and baselines
 (src/metrics/baselines.py), so their numbers are comparable by construction.
@@ -13,16 +17,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from src.data.vimh.classes import is_nominal
 from src.data.vimh.format import ParamSpec
 from src.metrics.keys import metric_key
 
 Predictions = Mapping[str, tuple[Tensor, Tensor]]  # head -> (values, classes)
 CENTS_UNITS = ("midi",)  # heads in semitones also report their MAE in cents
+
+
+def reference_value(spec: ParamSpec, codes: np.ndarray) -> float:
+    """The skill's reference guess from a head's training codes: their mean value, or for a
+    nominal head the value (class index) of the most frequent class."""
+    values = spec.decode(np.asarray(codes))
+    if is_nominal(spec):
+        counts = np.bincount(spec.class_index(values), minlength=spec.num_classes)
+        return float(spec.class_value(np.argmax(counts)))
+    return float(values.mean())
 
 
 class EstimationMetrics(nn.Module):
@@ -51,6 +67,14 @@ class EstimationMetrics(nn.Module):
                 for s in self.specs
             }
         )
+        self.f1 = nn.ModuleDict(
+            {
+                s.name: MulticlassF1Score(s.num_classes, average="macro", validate_args=False)
+                for s in self.specs
+            }
+        )
+        self.nominal = {s.name for s in self.specs if is_nominal(s)}
+        self.base_err = nn.ModuleDict({n: MeanMetric(nan_strategy="disable") for n in self.nominal})
         self.within1 = nn.ModuleDict({n: MeanMetric(nan_strategy="disable") for n in names})
         self.mae = nn.ModuleDict({n: MeanAbsoluteError() for n in names})
         self.base_mae = nn.ModuleDict({n: MeanAbsoluteError() for n in names})
@@ -66,9 +90,12 @@ class EstimationMetrics(nn.Module):
             values, classes = pred[spec.name]
             true_values, true_classes = true[spec.name]
             self.acc[spec.name].update(classes, true_classes)
+            self.f1[spec.name].update(classes, true_classes)
             self.within1[spec.name].update(((classes - true_classes).abs() <= 1).float())
             self.mae[spec.name].update(values, true_values)
             self.base_mae[spec.name].update(self.means[i].expand_as(true_values), true_values)
+            if spec.name in self.nominal:  # the train mode's class against the true ones
+                self.base_err[spec.name].update((true_classes != self.means[i].round()).float())
         if loss is not None:
             self.loss.update(loss.detach(), weight=len(true_values))
 
@@ -79,8 +106,12 @@ class EstimationMetrics(nn.Module):
         for spec in self.specs:
             name = spec.name
             acc, mae = self.acc[name].compute(), self.mae[name].compute()
-            skill = 1.0 - mae / self.base_mae[name].compute().clamp_min(1e-12)
+            if name in self.nominal:
+                skill = 1.0 - (1.0 - acc) / self.base_err[name].compute().clamp_min(1e-12)
+            else:
+                skill = 1.0 - mae / self.base_mae[name].compute().clamp_min(1e-12)
             out[metric_key(stage, "acc", name)] = acc
+            out[metric_key(stage, "f1_macro", name)] = self.f1[name].compute()
             out[metric_key(stage, "acc_within1", name)] = self.within1[name].compute()
             out[metric_key(stage, "mae", name)] = mae
             if spec.unit in CENTS_UNITS:
@@ -95,7 +126,7 @@ class EstimationMetrics(nn.Module):
         return out
 
     def reset(self) -> None:
-        for group in (self.acc, self.within1, self.mae, self.base_mae):
+        for group in (self.acc, self.f1, self.within1, self.mae, self.base_mae, self.base_err):
             for m in group.values():
                 m.reset()
         self.loss.reset()

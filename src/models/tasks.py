@@ -163,7 +163,8 @@ def datamodule_state(ckpt: dict, datamodule: L.LightningDataModule) -> dict:
 def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint") -> None:
     """Refuse data other than what the checkpoint was trained on: every head's range, step,
     scale and class count, the input kind and shape, the sample rate, and for images the
-    spectrogram config and channels. Call on checked hyperparameters, before building."""
+    spectrogram config and channels, and the class names of nominal heads. Call on checked
+    hyperparameters, before building."""
     hparams = checked_hyper_parameters(ckpt, where)
     try:
         trained = DataSpec.from_model_kwargs(hparams)
@@ -179,6 +180,11 @@ def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint")
             now = datamodule.info.raw.get(key)
             if state[key] != now:
                 diffs.append(f"{key}: {state[key]} vs {now}")
+    # Nominal heads: the same class count is not enough, class k must name the same class.
+    if "class_names" in state:
+        now = {k: list(v) for k, v in getattr(datamodule, "class_names", {}).items()}
+        if state["class_names"] != now:
+            diffs.append(f"class_names: {state['class_names']} vs {now}")
     if diffs:
         raise DataError(
             f"{where} was trained on other data than {datamodule.data_dir} "

@@ -20,7 +20,12 @@ def machine_line() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
+    line = (
         f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
     )
+    try:  # other work on the machine slows every figure: say how busy it was
+        load = os.getloadavg()[0]
+    except OSError:
+        return line
+    return f"{line}; load average {load:.1f} (1 min) when recorded"

@@ -136,6 +136,8 @@ class ParamSpec:
     def class_code(self, classes: np.ndarray) -> np.ndarray:
         """Class indices -> codes, in exact integer arithmetic (grid sampling uses this)."""
         k = np.asarray(classes, dtype=np.int64)
+        if self.num_classes < 2:  # a fixed parameter has one class, code 0
+            return np.zeros_like(k, dtype=np.uint8)
         return (CODE_LEVELS * k // (self.num_classes - 1)).astype(np.uint8)
 
     def class_index(self, values: np.ndarray) -> np.ndarray:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
+from src.data.vimh.classes import parse_class_names
 from src.data.vimh.format import (
     FORMAT_NAME,
     INFO_FILENAME,
@@ -54,6 +55,7 @@ class VIMHInfo:
     fixed_parameters: dict
     version: str | None
     raw: dict
+    class_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # nominal heads' names
 
     @property
     def param_names(self) -> list[str]:
@@ -148,6 +150,7 @@ def read_info(path: str | Path) -> VIMHInfo:
         fixed_parameters=dict(info.get("fixed_parameters", {}) or {}),
         version=version,
         raw=info,
+        class_names=parse_class_names(info, params, path),
         **dims,
     )
 

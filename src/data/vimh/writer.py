@@ -298,6 +298,14 @@ class VIMHWriter:
         self.counts[split] += b
         return b
 
+    def add_file(self, name: str, text: str) -> None:
+        """A side file of the dataset (e.g. where each record came from), written with the
+        records and put in place with them; never one of the format's own names."""
+        own = {INFO_FILENAME, *SPLITS, *(audio_filename(s) for s in SPLITS)}
+        if name in own or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"{name!r} is not a valid side-file name (reserved or a path)")
+        (self.tmp / name).write_text(text)
+
     def finish(self, info: Mapping) -> Path:
         """Check counts, write the JSON, and rename the finished folder into place."""
         short = {s: (self.counts[s], n) for s, n in self.split_sizes.items() if self.counts[s] != n}

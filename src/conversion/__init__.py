@@ -1,0 +1,1 @@
+"""Labelled recordings -> VIMH datasets: sources (layouts), splits, parallel decoding."""
