@@ -21,11 +21,14 @@ import torch
 from src.callbacks.filterbank_plot import draw_filters, kernel_picks
 from src.models.components.frontend import kernel_power
 
+from mdreport import machine_line
+
 MASK_COLOUR = "tab:red"
 
 
 def save(fig, path: Path) -> None:
-    """Write a figure atomically and close it."""
+    """Write a figure atomically and close it; the machine it was made on in a corner."""
+    fig.text(0.995, 0.003, machine_line(), ha="right", va="bottom", fontsize=6, color="0.4")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)

@@ -189,7 +189,8 @@ def gains_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
                 rows.append(
                     [b, count(size), s, count(m.count), gain_text(g), match, gain_text(m.gain)]
                 )
-        panels[task] = points
+        if points:
+            panels[task] = points
         if rows:
             lines += [f"**{task}**", "", *markdown_table(cols, rows), ""]
     if any(panels.values()):
