@@ -246,23 +246,25 @@ def maskout_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     skill = metric_key("test", "skill", head)
     cols = ["back-end", "setting", "score, full", "score, masked", f"{head} skill, full"]
     cols += [f"{head} skill, masked", "recovered", "unmasked kernels' in-band power, learned/init"]
-    rows, shown, tag = [], {}, f"{mask[0]}-{mask[1]}"
+    rows, shown, said, tag = [], {}, [], f"{mask[0]}-{mask[1]}"
     for b in backends:
-        lost = mean(groups.get(Config(task, b, "fixed"), []), skill)
-        lost -= mean(groups.get(Config(task, b, "fixed", mask=tag), []), skill)
+        ref, ref_cut = Config(task, b, "fixed"), Config(task, b, "fixed", mask=tag)
+        lost = mean(groups.get(ref, []), skill) - mean(groups.get(ref_cut, []), skill)
         for s in SETTINGS:
             full, cut = groups.get(Config(task, b, s)), groups.get(Config(task, b, s, mask=tag))
             if not cut:
                 continue
-            back = mean(cut, skill) - mean(groups[Config(task, b, "fixed", mask=tag)], skill)
+            back = mean(cut, skill) - mean(groups.get(ref_cut, []), skill)
             recovered = f"{back / lost:+.0%}" if s != "fixed" and lost > 0 else "-"
             filters = [f for f in (filters_of([r], r.seed) for r in cut) if f is not None]
             moved = [in_band_gain_db(f, mask) for f in filters]
-            if s in ("stft", "both") and b == backends[0] and filters:
-                shown[s] = filters[0]
+            if s in ("stft", "both") and filters:
+                shown.setdefault(b, {})[s] = filters[0]
             in_band = spread(moved, "+.2f") + " dB" if moved else "-"
             scores = [cell(full, SCORE), cell(cut, SCORE), cell(full, skill), cell(cut, skill)]
             rows.append([b, s, *scores, recovered, in_band])
+        if ref in groups and ref_cut in groups:
+            said.append(mask_words(groups, b, ref, ref_cut, skill, head))
     lines += [
         "Then the runs: each setting trained on the masked front-end, against the same setting "
         "without the mask. *Recovered* is the share of the fixed front-end's loss in "
@@ -272,17 +274,41 @@ def maskout_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
         "",
         *markdown_table(cols, rows),
         "",
+        *said,
+        "",
     ]
-    shown = {k: v for k, v in shown.items() if v is not None}
     if shown:
+        b = next(iter(shown))  # the first mask-out back-end with a trainable STFT's filters
         maskout_figure(
             figures / "maskout.png",
-            shown,
+            shown[b],
             mask,
-            f"{task}, {backends[0]}, {band} masked, seed 0: learned (colour) over init (grey)",
+            f"{task}, {b}, {band} masked, seed 0: learned (colour) over init (grey)",
         )
         lines += [f"![kernels beside the masked band]({rel}/maskout.png)", ""]
     return lines
+
+
+def mask_words(groups, backend: str, ref: Config, ref_cut: Config, skill: str, head: str) -> str:
+    """What the mask cost the fixed front-end with one back-end, and what each trainable
+    setting won back, in words."""
+    cost = gain(groups, ref, ref_cut, skill)
+    text = (
+        f"- **{backend}**: the mask costs the fixed front-end {cost.gain:+.3f} ± {cost.se:.3f} "
+        f"of {head} skill (t {cost.t:+.1f}; {mean(groups[ref], skill):.3f} unmasked)"
+    )
+    if not (cost.gain > 0 and cost.significant):
+        return text + ": no more than seed noise, so there is nothing for a setting to recover."
+    parts = []
+    for s in TRAINABLE:
+        cfg = ref_cut.with_setting(s)
+        if cfg in groups:
+            g = gain(groups, cfg, ref_cut, skill)
+            parts.append(
+                f"`{s}` wins back {g.gain:+.3f} ± {g.se:.3f} (t {g.t:+.1f}, "
+                f"{g.gain / cost.gain:+.0%} of the loss)"
+            )
+    return text + ("; " + "; ".join(parts) if parts else "") + "."
 
 
 def filters_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
