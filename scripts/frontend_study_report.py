@@ -49,6 +49,12 @@ DRIFT = {
     "band centre shift (Hz)": "frontend/drift/band_centre_hz",
     "kernel centre shift (Hz)": "frontend/drift/kernel_centre_hz",
 }
+DRIFT_PART = {  # which part of the front-end each measure is about (0: STFT, 1: filterbank)
+    "frontend/drift/filterbank": 1,
+    "frontend/drift/stft": 0,
+    "frontend/drift/band_centre_hz": 1,
+    "frontend/drift/kernel_centre_hz": 0,
+}
 TOLERANCE = 1.5  # matched parameters: the nearest fixed configuration within this factor
 FIGURE_BACKEND = "cnn5k"  # its seed-0 runs are the figures' filters (all four settings ran)
 
@@ -65,6 +71,12 @@ def cell(runs: list[Run] | None, metric: str, fmt: str = ".3f") -> str:
     """mean ± std of a metric over runs, or '-'."""
     v = values(runs or [], metric)
     return spread(v, fmt) if v else "-"
+
+
+def drift_cells(runs: list[Run], setting: str) -> list[str]:
+    """The drift measures of a cell; '-' for a part that was frozen (it cannot move)."""
+    flags = SETTINGS[setting]
+    return [cell(runs if flags[DRIFT_PART[k]] else None, k, ".3g") for k in DRIFT.values()]
 
 
 def gain_text(g: Gain | None) -> str:
@@ -97,11 +109,9 @@ def results_table(groups, rows: list[tuple[list[str], Config]], label_cols, base
     return markdown_table(cols, out)
 
 
-def sweep_table(groups, cells: list[tuple[str, Config]], name: str) -> list[str]:
+def sweep_table(groups, cells: list[tuple[str, Config]], name: str, heads) -> list[str]:
     """Rows of a one-factor sweep: score and per-head MAE (mean ± std over seeds), the gain
     over the fixed front-end at the same value, and how far the front-end moved."""
-    found = [runs for _, cfg in cells if (runs := groups.get(cfg))]
-    heads = heads_in(found[0][0].metrics) if found else []
     cols = [name, "setting", "seeds", "score", *(f"{h} MAE" for h in heads)]
     cols += ["gain over fixed", *DRIFT]
     rows = []
@@ -112,7 +122,7 @@ def sweep_table(groups, cells: list[tuple[str, Config]], name: str) -> list[str]
         ref = cfg.with_setting("fixed")
         g = gain(groups, cfg, ref) if cfg.setting != "fixed" and ref in groups else None
         maes = [cell(runs, metric_key("test", "mae", h), ".3g") for h in heads]
-        moved = [cell(runs if cfg.setting != "fixed" else None, k, ".3g") for k in DRIFT.values()]
+        moved = drift_cells(runs, cfg.setting)
         rows.append([value, cfg.setting, str(len(runs)), cell(runs, SCORE), *maes, gain_text(g)])
         rows[-1] += moved
     return markdown_table(cols, rows)
@@ -156,7 +166,7 @@ def claims(groups, task: str, ctx: dict) -> list[str]:
         f"- **{task}, claim 1 (a gain for small back-ends): {v.claim1}.** The best trainable "
         f"setting of each small back-end against its fixed front-end (test score gain, mean ± "
         f"standard error over seeds): {small}. Largest gain of any back-end: {top.gain:+.3f} "
-        f"({top.config.backend}, `{top.config.setting}`).",
+        f"({top.config.backend}, `{top.config.setting}`, t {top.t:+.1f}).",
         f"- **{task}, claim 2 (the gain shrinks as the back-end grows): {v.claim2}.** Best "
         f"gain within a family, smaller minus larger back-end: {pairs}. Best gain by back-end "
         f"(back-end parameters): {sizes}; Spearman correlation of size and gain {v.rho:+.2f}.",
@@ -201,14 +211,15 @@ def gains_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
 
 def sweeps_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     task, backend = ctx["sweep"]
+    heads = heads_in(ctx["baselines"][task]["train_mean"])  # in the dataset's order
     lines = [
         f"All on {task} with {backend}; n_mels 40 and the mel init unless varied.",
         "",
     ]
     cells = [(str(n), Config(task, backend, s, n_mels=n)) for n in ctx["n_mels"] for s in SETTINGS]
-    lines += ["**n_mels**", "", *sweep_table(groups, cells, "n_mels"), ""]
+    lines += ["**n_mels**", "", *sweep_table(groups, cells, "n_mels", heads), ""]
     cells = [(i, Config(task, backend, s, mel_init=i)) for i in ctx["inits"] for s in SETTINGS]
-    lines += ["**Filterbank initialisation**", "", *sweep_table(groups, cells, "init"), ""]
+    lines += ["**Filterbank initialisation**", "", *sweep_table(groups, cells, "init", heads), ""]
     inits = {
         i: filters_of(groups.get(Config(task, backend, "mel", mel_init=i), []))
         for i in ctx["inits"]
@@ -320,7 +331,7 @@ def filters_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
             for s in TRAINABLE:
                 runs = groups.get(Config(task, b, s))
                 if runs:
-                    rows.append([b, s, *(cell(runs, k, ".3g") for k in DRIFT.values())])
+                    rows.append([b, s, *drift_cells(runs, s)])
         shown = {s: filters_of(groups.get(Config(task, FIGURE_BACKEND, s), [])) for s in TRAINABLE}
         shown = {k: v for k, v in shown.items() if v is not None}
         if rows:
@@ -397,8 +408,8 @@ def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> N
             lines += claims(groups, task, ctx)
         else:
             lines.append(
-                f"- **{task}**: the claims are not decided here (the study ran only the "
-                "mask-out's back-end on this task, see below)."
+                f"- **{task}**: the claims are not decided here (only the mask-out's back-ends "
+                "ran on this task, with two settings; see the mask-out)."
             )
     lines += ["", "## The study", "", ctx["why"], "", *missing_cells(groups, ctx)]
     lines += ["", "Back-ends:", ""]
