@@ -106,9 +106,10 @@ def cells_in_order() -> list[Config]:
 GRID_WHY = f"""\
 The full cross product the issue names (4 settings x 3 inits x 3 n_mels x 5 back-ends x 2
 tasks x 3 seeds = 1,080 runs) does not fit a shared 2-core CPU: the runs here took 1 to 14
-minutes each beside other jobs, and the study had about 80 minutes of CPU. So the study runs
-the cells that decide the claims, in this order of priority (`cells_in_order()` in
-`scripts/frontend_study.py`; cells listed below as missing did not fit):
+minutes each at low priority beside other jobs (much longer while a benchmark held both cores),
+and the study had under two hours. So the study runs the cells that decide the claims, in
+this order of priority (`cells_in_order()` in `scripts/frontend_study.py`; cells listed
+below as missing did not fit):
 
 1. **Settings x back-ends** on the default task ({SWEEP_TASK}) at n_mels 40 with the mel init,
    for the linear back-end (heads on the log-mel) and the ConvNet at about 5k back-end

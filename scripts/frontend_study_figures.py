@@ -120,7 +120,8 @@ def in_band_gain_db(f: dict, mask: tuple[int, int]) -> float:
 
 def maskout_figure(path: Path, filters: dict[str, dict], mask: tuple[int, int], title: str) -> None:
     """Per setting: the kernels next to the masked band, learned over init, the band shaded."""
-    fig, axes = plt.subplots(1, len(filters), figsize=(5 * len(filters), 3.6), squeeze=False)
+    width = max(5 * len(filters), 9)  # room for the title and the machine line
+    fig, axes = plt.subplots(1, len(filters), figsize=(width, 3.8), squeeze=False)
     for ax, (setting, f) in zip(axes[0], filters.items()):
         n_freqs = f["filterbank"].shape[0]
         bin_hz = f["sample_rate"] / (2 * (n_freqs - 1))
