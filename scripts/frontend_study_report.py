@@ -144,7 +144,7 @@ def claims(groups, task: str, ctx: dict) -> list[str]:
     small = "; ".join(f"{b} {gain_text(v.best[b])} (`{v.best[b].config.setting}`)" for b in v.small)
     top = max(v.best.values(), key=lambda g: g.gain)
     pairs = "; ".join(f"{lo} minus {hi} {d:+.3f} ± {se:.3f}" for lo, hi, d, se in v.pairs)
-    pairs = pairs or "no family has two finished back-ends yet"
+    pairs = pairs or "none yet (no family has gains finished for two back-ends)"
     sizes = ", ".join(
         f"{b} ({v.sizes[b]:,.0f}) {v.best[b].gain:+.3f}" for b in sorted(v.best, key=v.sizes.get)
     )
