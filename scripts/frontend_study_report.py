@@ -80,7 +80,11 @@ def drift_cells(runs: list[Run], setting: str) -> list[str]:
 
 
 def gain_text(g: Gain | None) -> str:
-    return "-" if g is None else f"{g.gain:+.3f} ± {g.se:.3f} (t {g.t:+.1f})"
+    if g is None:
+        return "-"
+    if math.isnan(g.se):
+        return f"{g.gain:+.3f} (one seed on a side: no error)"
+    return f"{g.gain:+.3f} ± {g.se:.3f} (t {g.t:+.1f})"
 
 
 def results_table(groups, rows: list[tuple[list[str], Config]], label_cols, base) -> list[str]:
@@ -143,7 +147,10 @@ def claims(groups, task: str, ctx: dict) -> list[str]:
         return [f"- **{task}**: no finished cells yet."]
     small = "; ".join(f"{b} {gain_text(v.best[b])} (`{v.best[b].config.setting}`)" for b in v.small)
     top = max(v.best.values(), key=lambda g: g.gain)
-    pairs = "; ".join(f"{lo} minus {hi} {d:+.3f} ± {se:.3f}" for lo, hi, d, se in v.pairs)
+    pairs = "; ".join(
+        f"{lo} minus {hi} {d:+.3f} " + ("(one seed on a side)" if math.isnan(se) else f"± {se:.3f}")
+        for lo, hi, d, se in v.pairs
+    )
     pairs = pairs or "none yet (no family has gains finished for two back-ends)"
     sizes = ", ".join(
         f"{b} ({v.sizes[b]:,.0f}) {v.best[b].gain:+.3f}" for b in sorted(v.best, key=v.sizes.get)
@@ -194,7 +201,7 @@ def gains_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
                     continue
                 g, m = gain(groups, cfg, ref), matched[cfg]
                 size = mean(groups[ref], BACKEND_PARAMS)
-                points.append((b, s, size, g.gain, g.se))
+                points.append((b, s, size, g.gain, 0.0 if math.isnan(g.se) else g.se))
                 match = "none" if m.match is None else f"{m.match.backend} ({m.match_count:,.0f})"
                 rows.append(
                     [b, count(size), s, count(m.count), gain_text(g), match, gain_text(m.gain)]
@@ -315,10 +322,7 @@ def mask_words(groups, backend: str, ref: Config, ref_cut: Config, skill: str, h
         cfg = ref_cut.with_setting(s)
         if cfg in groups:
             g = gain(groups, cfg, ref_cut, skill)
-            parts.append(
-                f"`{s}` wins back {g.gain:+.3f} ± {g.se:.3f} (t {g.t:+.1f}, "
-                f"{g.gain / cost.gain:+.0%} of the loss)"
-            )
+            parts.append(f"`{s}` wins back {gain_text(g)}, {g.gain / cost.gain:+.0%} of the loss")
     return text + ("; " + "; ".join(parts) if parts else "") + "."
 
 
@@ -378,7 +382,9 @@ def missing_cells(groups, ctx: dict) -> list[str]:
         return [f"Every planned cell finished ({len(ctx['cells'])} cells)."]
     return [
         f"Missing or short of seeds ({len(short)} of {len(ctx['cells'])} planned cells; they "
-        "did not fit the time budget, and their rows are absent below): " + "; ".join(short) + "."
+        "did not fit the time budget: a cell with no finished seed is absent from the tables "
+        "below, a short one shows its seed count, and a gain with one seed on a side has no "
+        "error and never counts): " + "; ".join(short) + "."
     ]
 
 

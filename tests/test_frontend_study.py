@@ -98,6 +98,16 @@ def test_collector_reads_a_fake_sweep_folder(tmp_path, study):
     assert states == ["complete"] * 12 + ["failed"]
 
 
+def test_a_gain_with_one_seed_on_a_side_has_no_error_and_is_never_significant():
+    groups = group(
+        runs_of(Config("saw", "cnn80k", "fixed"), [0.40, 0.41, 0.42], 1, 1)
+        + runs_of(Config("saw", "cnn80k", "both"), [0.90], 2, 1)
+    )
+    g = gain(groups, Config("saw", "cnn80k", "both"), Config("saw", "cnn80k", "fixed"))
+    assert g.gain == pytest.approx(0.49) and g.n == (1, 3)
+    assert math.isnan(g.se) and math.isnan(g.t) and not g.significant
+
+
 def test_a_folder_of_other_runs_is_refused(tmp_path, study):
     job = tmp_path / "0" / ".hydra"
     job.mkdir(parents=True)
@@ -385,5 +395,5 @@ def test_the_report_states_the_verdict_and_the_missing_cells(tmp_path, study, on
         and "| cnn80k | both | 71,208 | 79,000 | 9 | 150,217 | 3 | 0.500 ± 0.005 |" in page
     )
     assert "**linear**: the mask costs the fixed front-end +0.300 ± 0.004 of cutoff skill" in page
-    assert "`both` wins back +0.100 ± 0.004 (t +24.5, +33% of the loss)" in page
+    assert "`both` wins back +0.100 ± 0.004 (t +24.5), +33% of the loss" in page
     assert (tmp_path / "figures" / "gains.png").is_file()

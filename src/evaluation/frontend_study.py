@@ -89,6 +89,8 @@ class Gain:
 
     @property
     def t(self) -> float:
+        if math.isnan(self.se):
+            return math.nan
         if self.se > 0:
             return self.gain / self.se
         return math.copysign(math.inf, self.gain) if self.gain else 0.0
@@ -100,8 +102,10 @@ class Gain:
 
 def gain(groups: Mapping[Config, list[Run]], a: Config, b: Config, metric: str = SCORE) -> Gain:
     va, vb = values(groups[a], metric), values(groups[b], metric)
-    var = sum(statistics.variance(v) / len(v) if len(v) > 1 else 0.0 for v in (va, vb))
     diff = statistics.fmean(va) - statistics.fmean(vb)
+    if min(len(va), len(vb)) < 2:  # one seed has no spread: no error, never significant
+        return Gain(a, b, diff, math.nan, (len(va), len(vb)))
+    var = sum(statistics.variance(v) / len(v) for v in (va, vb))
     return Gain(a, b, diff, math.sqrt(var), (len(va), len(vb)))
 
 
