@@ -57,6 +57,7 @@ def read_multirun(folder: Path) -> tuple[list[dict], list[str], str | None]:
                 "job": job.name,
                 "state": "complete" if metrics else "failed",
                 "values": values,
+                "overrides": {k: _number(v) for k, v in values.items()},  # every one, swept or not
                 "metrics": metrics,
                 "output_dir": str(job),
             }

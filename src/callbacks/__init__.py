@@ -2,6 +2,7 @@
 
 from src.callbacks.codec_report import CodecReport
 from src.callbacks.filterbank_plot import FilterbankPlot
+from src.callbacks.frontend_drift import FrontendDrift
 from src.callbacks.grad_stats import GradientStats
 from src.callbacks.head_table import HeadMetricsTable
 from src.callbacks.predictions import PredictionReport
@@ -13,6 +14,7 @@ from src.callbacks.speed import TrainingSpeed
 __all__ = [
     "CodecReport",
     "FilterbankPlot",
+    "FrontendDrift",
     "GradientStats",
     "HeadMetricsTable",
     "PredictionReport",

@@ -15,14 +15,59 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning_utilities.core.rank_zero import rank_zero_only
 from torch import nn
 
+from src.models.components.frontend import kernel_response
+
 
 def find_frontend(pl_module: nn.Module) -> nn.Module | None:
-    """The model's STFT/mel front-end (anything with a `filterbank` and `kernel_response`)."""
+    """The model's STFT/mel front-end (anything with a `filterbank` and `stft` kernels)."""
     net = getattr(pl_module, "net", pl_module)
     frontend = getattr(net, "frontend", None)
     if frontend is None or not hasattr(frontend, "filterbank"):
         return None
     return frontend
+
+
+def kernel_picks(n_freqs: int, n_kernels: int) -> list[int]:
+    """`n_kernels` STFT bins spread evenly between the first and the last (not DC, Nyquist)."""
+    return torch.linspace(1, n_freqs - 2, max(1, n_kernels)).round().long().unique().tolist()
+
+
+def draw_filters(
+    ax_fb,
+    ax_k,
+    filterbank: torch.Tensor,
+    kernels: torch.Tensor,
+    sample_rate: int,
+    picks: list[int],
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eps: float = 1e-10,
+) -> None:
+    """A filterbank (n_freqs, n_mels) on `ax_fb` (unless None) and the picked STFT kernels'
+    power responses on `ax_k`; with `init` = (filterbank, kernels) at initialisation, those
+    dashed in grey beneath."""
+    fb = filterbank.detach().float().cpu()
+    bin_hz = torch.linspace(0, sample_rate / 2, fb.shape[0]).numpy()
+    freqs, resp = kernel_response(kernels.cpu(), sample_rate, eps=eps)
+    if init is not None:
+        if ax_fb is not None:
+            ax_fb.plot(bin_hz, init[0].detach().float().cpu().numpy(), color="0.6", lw=0.6, ls="--")
+        _, resp0 = kernel_response(init[1].cpu(), sample_rate, eps=eps)
+        for k in picks:
+            ax_k.plot(freqs.numpy(), resp0[k].numpy(), color="0.6", lw=0.7, ls="--")
+    if ax_fb is not None:
+        ax_fb.plot(bin_hz, fb.numpy(), linewidth=0.8)
+        title = f"filterbank ({fb.shape[1]} bands)"
+        ax_fb.set(xlabel="frequency (Hz)", ylabel="weight", title=title)
+    for k in picks:
+        ax_k.plot(freqs.numpy(), resp[k].numpy(), linewidth=0.8, label=f"bin {k}")
+    top = float(resp[picks].max())
+    ax_k.set(
+        xlabel="frequency (Hz)",
+        ylabel="power response (dB)",
+        title="STFT kernels",
+        ylim=(top - 90.0, top + 5.0),
+    )
+    ax_k.legend(fontsize="small")
 
 
 def filterbank_figure(frontend: nn.Module, n_kernels: int = 4, title: str = ""):
@@ -33,24 +78,10 @@ def filterbank_figure(frontend: nn.Module, n_kernels: int = 4, title: str = ""):
     import matplotlib.pyplot as plt
 
     with torch.no_grad():
-        fb = frontend.filterbank.detach().float().cpu()  # (n_freqs, n_mels)
-        freqs, resp = frontend.kernel_response()
-    n_freqs = fb.shape[0]
-    bin_hz = torch.linspace(0, frontend.sample_rate / 2, n_freqs)
+        fb = frontend.filterbank.detach()
     fig, (ax_fb, ax_k) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    ax_fb.plot(bin_hz.numpy(), fb.numpy(), linewidth=0.8)
-    ax_fb.set(xlabel="frequency (Hz)", ylabel="weight", title=f"filterbank ({fb.shape[1]} bands)")
-    picks = torch.linspace(1, n_freqs - 2, max(1, n_kernels)).round().long().unique()
-    for k in picks.tolist():
-        ax_k.plot(freqs.numpy(), resp[k].cpu().numpy(), linewidth=0.8, label=f"bin {k}")
-    top = float(resp[picks].max())
-    ax_k.set(
-        xlabel="frequency (Hz)",
-        ylabel="power response (dB)",
-        title="STFT kernels",
-        ylim=(top - 90.0, top + 5.0),
-    )
-    ax_k.legend(fontsize="small")
+    picks = kernel_picks(fb.shape[0], n_kernels)
+    draw_filters(ax_fb, ax_k, fb, frontend.stft, frontend.sample_rate, picks, eps=frontend.eps)
     if title:
         fig.suptitle(title)
     return fig

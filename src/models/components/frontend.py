@@ -34,6 +34,28 @@ def fourier_kernels(window: Tensor) -> Tensor:
     return kernels.unsqueeze(1).float()
 
 
+@torch.no_grad()
+def kernel_power(kernels: Tensor, sample_rate: int, n_points: int = 1024) -> tuple[Tensor, Tensor]:
+    """Frequencies (Hz) and each STFT bin's power response, (F, n_points//2+1), of (2F, 1,
+    n_fft) conv1d kernels laid out as `fourier_kernels` makes them.
+
+    The response to a sinusoid of random phase: (|DFT(re)|² + |DFT(im)|²) / 2 of the bin's two
+    kernels, so it is meaningful for trained kernels too.
+    """
+    k = kernels.detach().float().reshape(kernels.shape[0], -1)
+    n_freqs, n = k.shape[0] // 2, max(n_points, k.shape[1])
+    spec = torch.fft.rfft(k, n=n).abs().square()
+    return torch.fft.rfftfreq(n, 1.0 / sample_rate), 0.5 * (spec[:n_freqs] + spec[n_freqs:])
+
+
+def kernel_response(
+    kernels: Tensor, sample_rate: int, n_points: int = 1024, eps: float = 1e-10
+) -> tuple[Tensor, Tensor]:
+    """`kernel_power` in dB (floored at `eps`)."""
+    freqs, power = kernel_power(kernels, sample_rate, n_points)
+    return freqs, 10.0 * torch.log10(power.clamp_min(eps))
+
+
 class STFTMelFrontend(nn.Module):
     """Waveform (B, 1, T) -> log-mel (B, 1, n_mels, frames); row 0 is the lowest band.
 
@@ -178,16 +200,9 @@ class STFTMelFrontend(nn.Module):
 
     @torch.no_grad()
     def kernel_response(self, n_points: int = 1024) -> tuple[Tensor, Tensor]:
-        """Frequencies (Hz) and each STFT bin's power response in dB, (n_freqs, n_points//2+1).
-
-        The response to a sinusoid of random phase: (|DFT(re)|² + |DFT(im)|²) / 2 of the
-        bin's two kernels, so it is meaningful for trained kernels too.
-        """
-        k = self.stft.detach().float().squeeze(1)
-        spec = torch.fft.rfft(k, n=max(n_points, self.n_fft)).abs().square()
-        resp = 0.5 * (spec[: self.n_freqs] + spec[self.n_freqs :])
-        freqs = torch.fft.rfftfreq(max(n_points, self.n_fft), 1.0 / self.sample_rate)
-        return freqs, 10.0 * torch.log10(resp.clamp_min(self.eps))
+        """Frequencies (Hz) and each STFT bin's power response in dB, (n_freqs, n_points//2+1)
+        (`kernel_response` of this front-end's current kernels)."""
+        return kernel_response(self.stft, self.sample_rate, n_points, self.eps)
 
     def extra_repr(self) -> str:
         return (
