@@ -17,8 +17,6 @@ import torch
 from src.errors import ConfigError
 from src.synth.base import Randomness
 
-CHUNK = 256  # records per onset shift: bounds the gather index to a few MB
-
 
 def _range(cfg: Mapping, key: str, positive: bool = False) -> tuple[float, float] | None:
     value = cfg.get(key)
@@ -89,21 +87,25 @@ class Nuisance:
         if self.noise_db is not None:
             lo, hi = self.noise_db
             db = lo + (hi - lo) * random.rand(b, dtype=torch.float64)
-            gain = audio.abs().amax(dim=1).double() * torch.pow(10.0, db / 20.0)
-            audio = audio.add_(noise_windows((b, t), random) * gain.float()[:, None])
+            low, high = torch.aminmax(audio, dim=1)  # the peak without an abs() copy
+            peak = torch.maximum(high, -low).double()
+            gain = (peak * torch.pow(10.0, db / 20.0)).float()[:, None]
+            audio = audio.addcmul_(noise_windows((b, t), random), gain)
         return audio
 
 
 def delayed(audio: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
-    """Shift row b of (B, T) audio right by delay[b] samples (zeros before, the end cut)."""
+    """Shift row b of (B, T) audio right by delay[b] samples (zeros before, the end cut).
+
+    One left-padded copy, then each row's window picked from its sliding windows: two passes
+    over the batch and no (B, T) index tensor.
+    """
     b, t = audio.shape
-    out = torch.empty_like(audio)
-    steps = torch.arange(t)
-    for s in range(0, b, CHUNK):
-        d = delay[s : s + CHUNK, None]
-        src = steps[None, :] - d
-        out[s : s + CHUNK] = audio[s : s + CHUNK].gather(1, src.clamp_min(0)) * (src >= 0)
-    return out
+    delay = delay.clamp(0, t)
+    most = int(delay.max()) if b else 0
+    padded = audio.new_zeros(b, most + t)
+    padded[:, most:] = audio
+    return padded.unfold(1, t, 1)[torch.arange(b), most - delay]
 
 
 NOISE_BANK = 1 << 18
