@@ -299,3 +299,17 @@ def test_fit_checkpoint_roundtrip_weights_only(tmp_path):
     expected, got = module.predict_values(x), restored.predict_values(x)
     for name in expected:
         assert torch.equal(expected[name], got[name])
+
+
+def test_a_net_without_target_is_a_type_error_naming_it():
+    from src.models.codec_module import CodecModule
+    from src.models.sequence_module import SequenceModule
+
+    rest = {
+        MultiheadModule: {"heads": [], "input_shape": [1, 8, 8]},
+        SequenceModule: {"frames": {}, "context": 4, "horizon": 1},
+        CodecModule: {"input_shape": [1, 160]},
+    }
+    for module, kwargs in rest.items():
+        with pytest.raises(TypeError, match=r"model\.net must be a config mapping with _target_"):
+            module(net={"channels": 8}, **kwargs)

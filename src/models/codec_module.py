@@ -37,7 +37,7 @@ from src.metrics.codec import (
     waveform_metrics,
 )
 from src.models.optim import as_partial, configure_optimizers
-from src.utils.config import plain
+from src.utils.config import plain, target_config
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -89,9 +89,7 @@ class CodecModule(L.LightningModule):
         super().__init__()
         self.task = "codec"
         # `heads` and `train_means` (passed by train.py for every task) are not a codec's business.
-        net = plain(net)
-        if not isinstance(net, dict) or "_target_" not in net:
-            raise TypeError(f"net must be a config mapping with _target_, got {type(net)}")
+        net = target_config(net, "model.net")
         if input_kind not in (None, "audio"):
             raise ConfigError(
                 f"the codec takes waveforms but the data serves {input_kind}; use a waveform "

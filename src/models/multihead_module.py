@@ -24,6 +24,7 @@ from src.metrics.estimation import EstimationMetrics
 from src.models.heads import build_head, resolve_head_modes
 from src.models.optim import as_partial, configure_optimizers
 from src.utils.config import plain as _plain
+from src.utils.config import target_config
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -93,9 +94,7 @@ class MultiheadModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.task = "multihead"
-        net = _plain(net)
-        if not isinstance(net, dict) or "_target_" not in net:
-            raise TypeError(f"net must be a config mapping with _target_, got {type(net)}")
+        net = target_config(net, "model.net")
         specs = tuple(_head_spec(h) for h in _plain(heads))
         if not specs:
             raise ValueError("a MultiheadModule needs at least one head")

@@ -44,7 +44,7 @@ from src.metrics.spectral import (
 )
 from src.models.multihead_module import count_parameters, net_input_kind
 from src.models.optim import as_partial, configure_optimizers
-from src.utils.config import plain
+from src.utils.config import plain, target_config
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -94,9 +94,7 @@ class SequenceModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.task = "sequence"
-        net = plain(net)
-        if not isinstance(net, dict) or "_target_" not in net:
-            raise TypeError(f"net must be a config mapping with _target_, got {type(net)}")
+        net = target_config(net, "model.net")
         if net_input_kind(net["_target_"]) != "frames":
             raise ConfigError(
                 f"model.net ({net['_target_']}) does not take frame sequences; use a network of "

@@ -27,6 +27,15 @@ def compose_config(
         return compose(name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
+def target_config(node: Any, what: str) -> dict:
+    """A config mapping with a `_target_` (an OmegaConf node or a dict) as a plain dict; any
+    other value is a TypeError naming `what`."""
+    cfg = plain(node)
+    if not isinstance(cfg, dict) or "_target_" not in cfg:
+        raise TypeError(f"{what} must be a config mapping with _target_, got {node!r}")
+    return cfg
+
+
 def plain(obj: Any) -> Any:
     """OmegaConf nodes -> plain dicts/lists (resolved); tuples -> lists; rest unchanged: the
     values a module saves as hyperparameters."""

@@ -8,24 +8,15 @@ learning rate through `param_groups`, which MultiheadModule.configure_optimizers
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from src.errors import ConfigError
+from src.utils.config import target_config
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
-
-
-def _config(node: Any, what: str) -> dict:
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(node, Mapping) or "_target_" not in node:
-        raise TypeError(f"{what} must be a config mapping with _target_, got {node!r}")
-    return dict(node)
 
 
 def _count(params) -> int:
@@ -65,7 +56,7 @@ class FrontendNet(nn.Module):
         if isinstance(frontend, nn.Module):
             self.frontend = frontend
         else:
-            fcfg = _config(frontend, "frontend")
+            fcfg = target_config(frontend, "frontend")
             stated = fcfg.get("sample_rate")
             if sample_rate is not None:
                 if stated is not None and int(stated) != int(sample_rate):
@@ -82,7 +73,7 @@ class FrontendNet(nn.Module):
         self.feature_shape = tuple(self.frontend.output_shape(shape[1]))
         self.norm = nn.BatchNorm2d(self.feature_shape[0]) if norm else nn.Identity()
         self.backend = hydra.utils.instantiate(
-            _config(backend, "backend"), input_shape=self.feature_shape, _convert_="all"
+            target_config(backend, "backend"), input_shape=self.feature_shape, _convert_="all"
         )
         out_features = getattr(self.backend, "out_features", None)
         if not isinstance(out_features, int):
