@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from src.conversion.decode import ChunkMaker, ChunkResult, Decoding, decode_chunks, plan_chunks
 from src.conversion.sources import Collection, collect
 from src.conversion.splits import assign, groups_across, record_order
-from src.data.vimh import VIMHWriter, audio_filename, build_info, dataset_folder_name, dataset_lock
+from src.data.vimh import VIMHWriter, build_info, dataset_folder_name, dataset_lock
 from src.data.vimh.classes import nearest_codes
-from src.data.vimh.format import CURRENT_VERSION, record_bytes
+from src.data.vimh.format import CURRENT_VERSION, audio_entry, record_bytes
 from src.errors import ConfigError, DataError, DatasetExistsError
 from src.generation.parallel import worker_threads
 from src.generation.parts import PartStore
@@ -369,12 +369,7 @@ def dataset_info(cfg, col, imager, sizes, out, facts, synth) -> dict:
                 for k, v in OmegaConf.to_container(ds, resolve=True).items()
                 if k not in NOT_RECIPE
             },
-            "audio": {
-                "stored": store_audio,
-                "files": {s: audio_filename(s) for s in sizes} if store_audio else {},
-                "n_samples": imager.n_samples,
-                "dtype": "float32",
-            },
+            "audio": audio_entry(store_audio, sizes, imager.n_samples),
             "conversion": facts,
         },
     )

@@ -17,8 +17,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.vimh import VIMHWriter, audio_filename, build_info
-from src.data.vimh.format import CURRENT_VERSION, record_bytes
+from src.data.vimh import VIMHWriter, build_info
+from src.data.vimh.format import CURRENT_VERSION, audio_entry, record_bytes
 from src.errors import DataError, DatasetExistsError, DatasetNotFoundError
 from src.generation.identifiability import identifiability, report_identifiability
 from src.generation.parallel import BatchMaker, render_config, render_units, worker_threads
@@ -231,12 +231,7 @@ def dataset_info(
                 **renderer.nuisance.describe(),
                 "note": "unlabelled, drawn per record; plus each synth's random start phases",
             },
-            "audio": {
-                "stored": store_audio,
-                "files": {s: audio_filename(s) for s in sizes} if store_audio else {},
-                "n_samples": renderer.n_samples,
-                "dtype": "float32",
-            },
+            "audio": audio_entry(store_audio, sizes, renderer.n_samples),
             "identifiability": ident,
         },
     )

@@ -30,6 +30,12 @@ def audio_filename(split: str) -> str:
     return f"{split}_audio.npy"
 
 
+def audio_entry(stored: bool, splits, n_samples: int) -> dict:
+    """The JSON `audio` entry: whether waveforms are stored, their file per split, length."""
+    files = {s: audio_filename(s) for s in splits} if stored else {}
+    return {"stored": stored, "files": files, "n_samples": n_samples, "dtype": "float32"}
+
+
 class VIMHFormatError(DataError, ValueError):
     """A dataset on disk does not follow the format; the message names file, field, expectation."""
 
