@@ -10,7 +10,24 @@ from pathlib import Path
 from src.metrics import metric_key
 from src.utils.machine import machine_line
 
-__all__ = ["machine_line", "markdown_table", "results_table", "spread", "update_section"]
+__all__ = [
+    "machine_line",
+    "markdown_table",
+    "results_table",
+    "sound_table",
+    "spread",
+    "update_section",
+]
+
+# How sound-distance columns are headed (src/metrics/audio.py SOUND_METRICS), and formatted.
+SOUND_COLUMNS = {
+    "mss": ("MSS", ".3f"),
+    "lsd_db": ("LSD dB", ".2f"),
+    "sc": ("SC", ".3f"),
+    "mfcc_dtw": ("MFCC-DTW", ".3g"),
+    "f0_err_cents": ("f0 err cents", ".3g"),
+    "rms_cos": ("RMS cos", ".4f"),
+}
 
 
 def update_section(path: str | Path, name: str, body: str) -> None:
@@ -55,6 +72,27 @@ def results_table(
         for h in heads:
             row.append(spread([r[metric_key(stage, "acc", h)] for r in runs], ".3f"))
             row.append(spread([r[metric_key(stage, "mae", h)] for r in runs], ".3g"))
+        rows.append(row)
+    return cols, rows
+
+
+def sound_table(
+    entries: list[tuple[str, list[dict]]], stats: tuple[str, ...] = ("mean", "median")
+) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of an audio-distance table: per predictor, each sound metric's mean
+    and median over the test records, as mean ± std over its runs (`src/evaluation/sound.py`
+    dicts). A predictor without sound results gets dashes."""
+    cols = ["predictor"]
+    for label, _ in SOUND_COLUMNS.values():
+        cols += [f"{label} {s}" for s in stats]
+    rows = []
+    for name, runs in entries:
+        row = [name]
+        for metric, (_, fmt) in SOUND_COLUMNS.items():
+            for s in stats:
+                key = f"{metric}/{s}"
+                values = [r[key] for r in runs if r and key in r]
+                row.append(spread(values, fmt) if values else "-")
         rows.append(row)
     return cols, rows
 

@@ -68,8 +68,9 @@ def predict_notes(model, datamodule, imager, notes: torch.Tensor, batch_size: in
             x = datamodule.normalize_images(images)
         raw = model(x)
         for name, (v, c) in model.decode(raw).items():
-            if model.modes[name] in ("classification", "soft"):
-                p = torch.softmax(raw[name].float(), dim=1).gather(1, c[:, None])[:, 0]
+            probs = model.heads[name].class_probabilities(raw[name])
+            if probs is not None:
+                p = probs.gather(1, c[:, None])[:, 0]
             else:
                 p = torch.full(c.shape, float("nan"))
             out.setdefault(name, []).append((v, c, p))

@@ -139,7 +139,7 @@ def test_each_mode_learns(mode):
     x, codes = learnable_batch(64)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
     losses = []
-    for _ in range(30):
+    for _ in range(50):
         loss, _ = module.compute_loss(x, codes)
         optimizer.zero_grad()
         loss.backward()

@@ -31,26 +31,87 @@ def test_scripts_do_not_import_tests_or_patch_sys_path():
         assert "sys.path" not in text and 'PROJECT_ROOT"' not in text, path.name
 
 
-def test_compare_models_keeps_each_finished_run_and_resumes(tmp_path, monkeypatch):
-    """A finished (model, seed) is read back from the cache, never trained again; a new one is
-    trained once and its result written whole (no temporary file left behind)."""
+def compare_models():
     import sys
 
     sys.path.insert(0, str(PROJECT_ROOT / "scripts"))  # compare_models imports mdreport
     try:
-        cm = load_script("compare_models")
+        return load_script("compare_models")
     finally:
         sys.path.remove(str(PROJECT_ROOT / "scripts"))
+
+
+def test_compare_models_keeps_each_finished_run_and_resumes(tmp_path, monkeypatch):
+    """A finished (model, mode, seed) is read back from the cache, never trained again; a new
+    one is trained once and its result written whole (no temporary file left behind)."""
+    cm = compare_models()
     calls = []
 
-    def fake_run(model, data, epochs, seed, out, size=None):
-        calls.append((model, seed))
+    def fake_run(model, data, epochs, seed, out, size=None, mode=None):
+        calls.append((model, seed, mode))
         return {"metrics": {"test/score": 0.5 + seed}, "params": 7, "trainable": 7}
 
     monkeypatch.setattr(cm, "run_one", fake_run)
     first = cm.cached_run("cnn_12k", "saw", 1, 0, tmp_path, None, 1)
     again = cm.cached_run("cnn_12k", "saw", 1, 0, tmp_path, None, 1)
     other = cm.cached_run("cnn_12k", "saw", 1, 1, tmp_path, None, 1)
-    assert calls == [("cnn_12k", 0), ("cnn_12k", 1)]
-    assert first == again and other["metrics"]["test/score"] == 1.5
-    assert sorted(p.name for p in tmp_path.glob("*.json*")) == ["cnn_12k_0.json", "cnn_12k_1.json"]
+    moded = cm.cached_run("cnn_12k", "saw", 1, 1, tmp_path, None, 1, "offset")
+    assert calls == [("cnn_12k", 0, None), ("cnn_12k", 1, None), ("cnn_12k", 1, "offset")]
+    assert (
+        first == again and other["metrics"]["test/score"] == 1.5 == moded["metrics"]["test/score"]
+    )
+    assert sorted(p.name for p in tmp_path.glob("*.json*")) == [
+        "cnn_12k+offset_1.json",
+        "cnn_12k_0.json",
+        "cnn_12k_1.json",
+    ]
+
+
+def test_compare_models_claims_need_three_standard_errors():
+    """ "Beats" is computed: a gap of 3 standard errors over the seeds, never from one run, and
+    each finding names exactly the models that pass."""
+    cm = compare_models()
+    assert cm.beats([0.90, 0.91, 0.92], 0.85)  # gap 0.06, 3 SE = 0.017
+    assert not cm.beats([0.86, 0.90, 0.94], 0.85)  # gap 0.05, 3 SE = 0.069
+    assert not cm.beats([0.99], 0.10)  # one run: no spread, no claim
+    assert cm.beats([1.0, 1.1, 1.2], 2.0, lower_is_better=True)
+    assert not cm.beats([1.0, 1.1, 1.2], 2.0)
+
+    heads = ["pitch"]
+
+    def metrics(score, mae):
+        return {"test/score": score, "test/pitch/mae": mae}
+
+    def sound(mss, lsd):
+        return {"mss/mean": mss, "mss/median": mss, "lsd_db/mean": lsd, "lsd_db/median": lsd}
+
+    base = {
+        "nn_pixels": metrics(0.80, 1.0),
+        "linear_probe": metrics(0.70, 2.0),
+        "oracle_class": metrics(0.95, 0.25),
+    }
+    base_sound = {"nn_pixels": sound(1.0, 7.0)}
+    runs = {  # small and good; large and better; tiny and noisy
+        "a": [
+            {"metrics": metrics(s, 0.5), "sound": sound(0.5, 5.0), "params": 10}
+            for s in (0.96, 0.97, 0.98)
+        ],
+        "b": [
+            {"metrics": metrics(s, 1.5), "sound": sound(1.2, 9.0), "params": 100}
+            for s in (0.98, 0.99, 0.995)
+        ],
+        "c": [
+            {"metrics": metrics(s, mae), "sound": sound(m, lsd), "params": 5}
+            for s, mae, m, lsd in ((0.5, 0.5, 0.1, 5.0), (0.9, 1.5, 1.9, 9.0), (0.7, 0.9, 1.0, 6.0))
+        ],
+    }
+    found = "\n".join(cm.findings(runs, base, base_sound, heads))
+    assert "Highest mean score: `b`" in found
+    assert (
+        "models above the ceiling by 3 standard errors (their estimates leave the class "
+        "grid): `a`, `b`" in found
+    )
+    assert "smallest first: `c` (5 parameters, 0.700), `a` (10 parameters, 0.970), `b`" in found
+    assert "Beat `nn_pixels` on score: `a`, `b`; on the MAE of every head: `a`." in found
+    assert "by the sound (MSS, mean and median): `a`; not: `b`, `c`." in found
+    assert "by the sound (LSD, mean and median): `a`; not: `b`, `c`." in found

@@ -19,6 +19,7 @@ from src.errors import ConfigError, DataError
 from src.evaluation.report import write_resynthesis_report
 from src.evaluation.resynthesis import Resynthesis, evaluate_resynthesis
 from src.generation.rebuild import DatasetRenderer, renderer_from_info
+from src.metrics.baselines import datamodule_baseline_values
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -31,7 +32,8 @@ class ResynthesisReport(L.Callback):
         dirname: subfolder of the run folder for the report (None: the run folder itself).
         max_records: evaluate the first N test records (None: all that were tested).
         n_listen: records that get WAVs and a figure.
-        baselines: add the train-mean and 1-NN-on-pixels predictors.
+        baselines: add the reference predictors (chance, train mean, 1-NN on pixels, ridge
+            probe, oracle_class; src/metrics/baselines.py).
     """
 
     def __init__(
@@ -94,13 +96,12 @@ class ResynthesisReport(L.Callback):
                     f"resynthesis report: the tested records are not the first {n} of "
                     f"{datamodule.data_dir}/{split} in order"
                 )
+        predictors = {"model": {k: v[:n] for k, v in pred.items()}}
+        if self.baselines:
+            for name, values in datamodule_baseline_values(datamodule).items():
+                predictors[name] = {k: v[:n] for k, v in values.items()}
         self.result = evaluate_resynthesis(
-            dataset,
-            {k: v[:n] for k, v in pred.items()},
-            split=split,
-            baselines=self.baselines,
-            n_listen=self.n_listen,
-            renderer=self.renderer,
+            dataset, predictors, split=split, n_listen=self.n_listen, renderer=self.renderer
         )
         out = Path(trainer.default_root_dir)
         if self.dirname:
@@ -109,7 +110,7 @@ class ResynthesisReport(L.Callback):
         files = write_resynthesis_report(self.result, self.renderer.imager, out, meta)
         log.info(f"Wrote the resynthesis report ({len(files)} files) to {out}")
         summary = self.result.summary()
-        for metric in ("mrstft", "lsd_db", "snr_db", "centroid_err_hz"):
+        for metric in ("mss", "lsd_db", "f0_err_cents"):
             log.info(
                 f"resynthesis median {metric}: "
                 + ", ".join(f"{name} {summary[name][metric]['median']:.4g}" for name in summary)

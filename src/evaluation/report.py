@@ -21,15 +21,7 @@ import torch
 from src.audio.io import write_wav
 from src.evaluation.resynthesis import Resynthesis, error_key
 from src.imaging import SpectrogramImager
-from src.metrics.audio import HIGHER_IS_BETTER, METRICS
-
-UNITS = {
-    "mrstft": "",
-    "lsd_db": "dB",
-    "snr_db": "dB",
-    "si_sdr_db": "dB",
-    "centroid_err_hz": "Hz",
-}
+from src.metrics.audio import HIGHER_IS_BETTER, METRICS, UNITS
 
 
 def write_text(path: Path, text: str) -> Path:

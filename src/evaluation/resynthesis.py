@@ -5,9 +5,12 @@ rendered with the dataset's own synth, settings and nuisance stream (`DatasetRen
 rebuilt from the JSON), and compared with the target notes (the stored waveforms, or the
 true values rendered the same way) by the metrics of `src/metrics/audio.py`, plus each head's
 absolute error. Predictors: the model, the `oracle` (true values: zero distance up to float
-error, a check of the whole chain), the `train_mean` and the nearest train image
-(`nn_pixels`). Rendering runs one generation batch at a time for every predictor (vectorized,
-as fast as generation); metrics are computed in cache-sized chunks.
+error, a check of the whole chain) and whatever baselines the caller passes (the reference
+predictors of `src/metrics/baselines.py`: chance, train mean, 1-NN on pixels, ridge probe and
+`oracle_class`, the true class at its grid value). The nuisance is the true one for every
+predictor (each record's own draws, see `DatasetRenderer`). Rendering runs one generation
+batch at a time for every predictor (vectorized, as fast as generation); metrics are computed
+in cache-sized chunks.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import numpy as np
 import torch
 
 from src.data.vimh import ParamSpec, VIMHDataset
-from src.evaluation.baselines import nearest_neighbour_values, train_mean_values
 from src.generation.rebuild import DatasetRenderer, renderer_from_info
 from src.metrics.audio import METRICS, AudioComparison, summarize
 from src.utils.pylogger import RankedLogger
@@ -67,47 +69,39 @@ class Resynthesis:
         }
 
 
-def predictor_values(
-    dataset: VIMHDataset,
-    model_values: Mapping[str, np.ndarray],
-    split: str = "test",
-    baselines: bool = True,
-) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
-    """(true values, {predictor: values}) for the first N records of `split`, N = the
-    model's prediction count; baselines add train_mean and nn_pixels."""
-    names = [p.name for p in dataset.params]
-    if set(model_values) != set(names):
-        raise ValueError(f"predictions for heads {sorted(model_values)}, dataset has {names}")
-    n = len(next(iter(model_values.values())))
-    part = dataset[split]
-    if not 0 < n <= len(part):
-        raise ValueError(f"{n} predictions for a split of {len(part)} records")
-    true_all = part.values()[:n]
-    true = {p: true_all[:, i] for i, p in enumerate(names)}
-    preds = {"model": {k: np.asarray(v, dtype=np.float64) for k, v in model_values.items()}}
-    preds["oracle"] = true
-    if baselines:
-        train = dataset["train"]
-        preds["train_mean"] = train_mean_values(train, n)
-        preds["nn_pixels"] = nearest_neighbour_values(train, part.images[:n])
-    return true, preds
-
-
 def evaluate_resynthesis(
     dataset: VIMHDataset,
-    model_values: Mapping[str, np.ndarray],
+    predictors: Mapping[str, Mapping[str, np.ndarray]],
     split: str = "test",
-    baselines: bool = True,
     n_listen: int = 4,
     renderer: DatasetRenderer | None = None,
 ) -> Resynthesis:
     """Render and measure every predictor on the first N records of `split` (see module doc).
 
-    `model_values`: head -> (N,) predicted values in natural units, record i of the split at i.
+    `predictors`: name -> head -> (N,) values in natural units, record i of the split at i
+    (the model, and baselines from `src.metrics.baselines.datamodule_baseline_values`). The
+    `oracle` (the true values) is added: it must reproduce the target, a check of the chain.
     """
+    names = [p.name for p in dataset.params]
+    if not predictors:
+        raise ValueError("no predictor to evaluate")
+    for name, values in predictors.items():
+        if set(values) != set(names):
+            raise ValueError(f"{name}: predictions for heads {sorted(values)}, dataset has {names}")
+    n = len(next(iter(next(iter(predictors.values())).values())))
+    part = dataset[split]
+    if not 0 < n <= len(part):
+        raise ValueError(f"{n} predictions for a split of {len(part)} records")
+    true_all = part.values()[:n]
+    true = {p: true_all[:, i] for i, p in enumerate(names)}
+    preds = {
+        name: {k: np.asarray(v, dtype=np.float64)[:n] for k, v in values.items()}
+        for name, values in predictors.items()
+    }
+    if any(len(v) != n for values in preds.values() for v in values.values()):
+        raise ValueError(f"every predictor needs {n} values per head")
+    preds["oracle"] = true
     dr = renderer or renderer_from_info(dataset.info)
-    true, preds = predictor_values(dataset, model_values, split, baselines)
-    n = len(next(iter(true.values())))
     stored = dataset.audio(split) if dataset.audio_available else None
     records = {name: {c: np.empty(n) for c in METRICS} for name in preds}
     for name, vals in preds.items():

@@ -7,6 +7,9 @@
   chunked `torch.cdist`): what a lookup table of the training set achieves.
 - `linear_probe`: ridge regression from standardised pixels to one-hot classes per head,
   closed form, the ridge strength chosen on the validation split.
+- `oracle_class`: each record's true class at its grid value: the best any predictor of
+  class grid values can do (a perfect classifier), so the ceiling of grid-valued heads, and
+  what continuous estimates must beat to show they leave the grid.
 
 They are scored by the same `EstimationMetrics` as the models, so numbers are comparable.
 """
@@ -21,7 +24,7 @@ import torch
 from src.data.vimh.format import ParamSpec
 from src.metrics.estimation import EstimationMetrics, Predictions, reference_value
 
-BASELINES = ("chance", "train_mean", "nn_pixels", "linear_probe")
+BASELINES = ("chance", "train_mean", "nn_pixels", "linear_probe", "oracle_class")
 RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # times the mean diagonal of X^T X / N
 
 
@@ -140,6 +143,7 @@ def baseline_predictions(
         "train_mean": as_predictions(specs, np.repeat(means[None, :], n_test, axis=0)),
         "nn_pixels": as_predictions(specs, decoded["train"][nn]),
         "linear_probe": as_predictions(specs, class_values(specs, probe)),
+        "oracle_class": as_predictions(specs, class_values(specs, classes["test"])),
     }
 
 
@@ -164,8 +168,8 @@ def score_baselines(
     return out
 
 
-def datamodule_baselines(datamodule, seed: int = 0) -> dict[str, dict[str, float]]:
-    """`score_baselines` on a VIMHDataModule's splits (its pixels, whatever it serves)."""
+def datamodule_splits(datamodule) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (uint8 images, codes)} of a VIMHDataModule (its pixels, whatever it serves)."""
     from src.data.datamodule import VIMHDataModule
 
     dm = datamodule
@@ -175,4 +179,23 @@ def datamodule_baselines(datamodule, seed: int = 0) -> dict[str, dict[str, float
     for split in ("train", "val", "test"):
         images, codes = dm.tensors(split)
         splits[split] = (images.numpy(), codes.numpy())
-    return score_baselines(dm.heads, splits["train"], splits["val"], splits["test"], seed=seed)
+    return splits
+
+
+def datamodule_baseline_values(datamodule, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """{baseline: {head: (N,) test values in natural units}}, for resynthesis."""
+    splits = datamodule_splits(datamodule)
+    preds = baseline_predictions(
+        datamodule.heads, splits["train"], splits["val"], splits["test"], seed
+    )
+    return {
+        name: {h: v.double().numpy() for h, (v, _) in pred.items()} for name, pred in preds.items()
+    }
+
+
+def datamodule_baselines(datamodule, seed: int = 0) -> dict[str, dict[str, float]]:
+    """`score_baselines` on a VIMHDataModule's splits (its pixels, whatever it serves)."""
+    splits = datamodule_splits(datamodule)
+    return score_baselines(
+        datamodule.heads, splits["train"], splits["val"], splits["test"], seed=seed
+    )

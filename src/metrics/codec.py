@@ -75,7 +75,9 @@ def waveform_metrics(
         "si_sdr_db": _cap(scale_invariant_signal_distortion_ratio(pred, target), exact, silent),
         "psnr_db": _cap(psnr, psnr_exact, never),
         "mse": mean_squared_error(pred.mT, target.mT, num_outputs=b).reshape(b).float(),
-        "mrstft": AudioComparison(target.float(), sample_rate)(pred.float())["mrstft"],
+        "mrstft": AudioComparison(target.float(), sample_rate, metrics=("mrstft",))(pred.float())[
+            "mrstft"
+        ],
     }
     if stoi:
         out["stoi"] = stoi_values(pred.float(), target.float(), sample_rate)

@@ -17,8 +17,17 @@ Modes (`MODES`):
   classes) centred on the true class, so near misses cost less than far ones. (KL equals the
   soft cross-entropy minus the target entropy: same gradients, but 0 at a perfect fit.) Decoded by
   argmax (not the expectation) so predictions stay on the class grid like ``classification``.
+- ``expectation``: trained as ``classification``; the value is the expectation of the class
+  posterior along the parameter's axis (in octaves for log scales), so it leaves the grid.
+- ``offset``: K logits plus K in-class offsets. Cross-entropy on the logits and an L1 loss on
+  the true class's offset (where the value sits inside its class, in class widths, -0.5 to
+  0.5); decoded as the argmax class moved by its offset, so the value leaves the grid while the
+  class (and its accuracy) stays the classifier's.
 
 Every mode yields (values, classes): values in natural units for MAE, classes for accuracy.
+``classification``, ``soft`` and ``ordinal`` values are class grid values, so their MAE cannot
+go below the grid's (a quarter of a class width for uniform labels); ``regression``,
+``expectation`` and ``offset`` give continuous values.
 The true value of a sample is the decoded code (``ParamSpec.decode``), the dataset's only
 record of it; its class is ``class_index`` of that value.
 """
@@ -32,7 +41,8 @@ from torch import Tensor, nn
 
 from src.data.vimh.format import CODE_LEVELS, ParamSpec
 
-MODES = ("classification", "ordinal", "regression", "soft")
+MODES = ("classification", "ordinal", "regression", "soft", "expectation", "offset")
+CONTINUOUS_MODES = ("regression", "expectation", "offset")
 
 
 def resolve_head_modes(head_modes: str | dict, names: list[str]) -> dict[str, str]:
@@ -86,6 +96,9 @@ class Head(nn.Module):
         )
         self.register_buffer("code_units", _f32(spec.to_unit(values)), persistent=False)
         self.register_buffer("class_values", _f32(spec.class_value(k)), persistent=False)
+        # Where each code's value sits inside its class, in class widths (-0.5 .. 0.5).
+        offsets = spec.position(values) / spec.step - spec.class_index(values)
+        self.register_buffer("code_offsets", _f32(offsets), persistent=False)
         self.layer = self.build_layer(in_features)
 
     @property
@@ -114,6 +127,17 @@ class Head(nn.Module):
         classes = output.float().argmax(dim=1)
         return self.class_values[classes], classes
 
+    def class_probabilities(self, output: Tensor) -> Tensor | None:
+        """(B, K) class posterior, for heads that model one (None for the others)."""
+        return None
+
+    def value_at(self, position: Tensor) -> Tensor:
+        """Position along the axis (clamped to the range) -> natural value (the torch twin of
+        ParamSpec.at_position)."""
+        s = self.spec
+        position = position.clamp(0.0, s.extent)
+        return s.min * torch.exp2(position) if s.scale == "log" else s.min + position
+
 
 class ClassificationHead(Head):
     mode = "classification"
@@ -126,6 +150,50 @@ class ClassificationHead(Head):
         return F.cross_entropy(
             output.float(), self.true_classes(codes), label_smoothing=self.label_smoothing
         )
+
+    def class_probabilities(self, output: Tensor) -> Tensor:
+        return torch.softmax(output.float(), dim=1)
+
+
+class ExpectationHead(ClassificationHead):
+    """A classifier whose value is the posterior mean position (the argmax stays its class)."""
+
+    mode = "expectation"
+
+    def decode(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        probs = self.class_probabilities(output)
+        grid = torch.arange(self.num_classes, device=probs.device, dtype=probs.dtype)
+        position = (probs * grid).sum(dim=1) * self.spec.step
+        return self.value_at(position), probs.argmax(dim=1)
+
+
+class OffsetHead(ClassificationHead):
+    """K logits and K in-class offsets: the class of a classifier, the value of a regressor
+    inside it (a bin-and-residual head, as in keypoint and box estimation)."""
+
+    mode = "offset"
+
+    @property
+    def num_outputs(self) -> int:
+        return 2 * self.num_classes
+
+    def logits(self, output: Tensor) -> Tensor:
+        return output[:, : self.num_classes].float()
+
+    def loss(self, output: Tensor, codes: Tensor) -> Tensor:
+        classes = self.true_classes(codes)
+        ce = F.cross_entropy(self.logits(output), classes, label_smoothing=self.label_smoothing)
+        offset = output[:, self.num_classes :].float().gather(1, classes[:, None])[:, 0]
+        return ce + F.l1_loss(offset, self.code_offsets[codes])
+
+    def decode(self, output: Tensor) -> tuple[Tensor, Tensor]:
+        classes = self.logits(output).argmax(dim=1)
+        offset = output[:, self.num_classes :].float().gather(1, classes[:, None])[:, 0]
+        position = (classes + offset.clamp(-0.5, 0.5)) * self.spec.step
+        return self.value_at(position), classes
+
+    def class_probabilities(self, output: Tensor) -> Tensor:
+        return torch.softmax(self.logits(output), dim=1)
 
 
 class SoftHead(Head):
@@ -141,6 +209,9 @@ class SoftHead(Head):
         target = gaussian_soft_targets(self.true_classes(codes), self.num_classes, self.sigma)
         log_probs = F.log_softmax(output.float(), dim=1)
         return F.kl_div(log_probs, target, reduction="batchmean")
+
+    def class_probabilities(self, output: Tensor) -> Tensor:
+        return torch.softmax(output.float(), dim=1)
 
 
 class CoralLayer(nn.Module):
@@ -191,9 +262,8 @@ class RegressionHead(Head):
         twins of ParamSpec.from_unit and class_index)."""
         s = self.spec
         position = output.float().squeeze(1).clamp(0.0, 1.0) * s.extent
-        values = s.min * torch.exp2(position) if s.scale == "log" else s.min + position
         classes = torch.round(position / s.step).long()
-        return values, classes.clamp(0, self.num_classes - 1)
+        return self.value_at(position), classes.clamp(0, self.num_classes - 1)
 
 
 HEAD_TYPES: dict[str, type[Head]] = {
@@ -201,6 +271,8 @@ HEAD_TYPES: dict[str, type[Head]] = {
     "ordinal": OrdinalHead,
     "regression": RegressionHead,
     "soft": SoftHead,
+    "expectation": ExpectationHead,
+    "offset": OffsetHead,
 }
 
 
@@ -212,8 +284,8 @@ def build_head(
     soft_sigma: float = 1.0,
 ) -> Head:
     """The head for `spec` in `mode`, with only the options that mode uses."""
-    if mode == "classification":
-        return ClassificationHead(spec, in_features, label_smoothing=label_smoothing)
+    if mode in ("classification", "expectation", "offset"):
+        return HEAD_TYPES[mode](spec, in_features, label_smoothing=label_smoothing)
     if mode == "soft":
         return SoftHead(spec, in_features, sigma=soft_sigma)
     if mode in HEAD_TYPES:

@@ -1,0 +1,65 @@
+"""Judge estimates by the sound: the audio distances of a trained model's test predictions and
+of every reference predictor, rendered with the dataset's synth, as plain numbers for tables.
+
+Each predictor's values for the test split are rendered with the dataset's own synth and the
+true nuisance of each record (`src/evaluation/resynthesis.py`), then compared with the test
+notes by `src.metrics.audio.SOUND_METRICS`; a table cell is the mean or the median over the
+test records. Used by scripts/compare_models.py (docs/models.md) and scripts/report_run.py
+(docs/results.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from src.evaluation.resynthesis import error_key, evaluate_resynthesis
+from src.metrics.audio import SOUND_METRICS
+from src.metrics.baselines import datamodule_baseline_values
+
+STATS = ("mean", "median")
+
+
+@torch.no_grad()
+def test_values(module, datamodule) -> dict[str, np.ndarray]:
+    """{head: (N,) decoded test predictions in natural units}, the split in file order."""
+    was_training = module.training
+    module.eval()
+    out: dict[str, list[torch.Tensor]] = {}
+    try:
+        for batch in datamodule.test_dataloader():
+            batch = (batch[0].to(module.device), batch[1])
+            x = datamodule.on_after_batch_transfer(batch, 0)[0]  # uint8 -> normalised
+            for name, v in module.predict_values(x).items():
+                out.setdefault(name, []).append(v.detach().cpu().double())
+    finally:
+        module.train(was_training)
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def sound_summary(
+    datamodule, predictors: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, dict[str, float]]:
+    """{predictor: {"<metric>/<mean|median>": value, "abs_err_<head>/mean": ...}} on the
+    datamodule's test split (every record)."""
+    split = datamodule.files["test"]
+    result = evaluate_resynthesis(datamodule.dataset, predictors, split=split, n_listen=0)
+    summary = result.summary()
+    columns = [*SOUND_METRICS, *(error_key(p.name) for p in result.params)]
+    return {
+        name: {f"{c}/{s}": summary[name][c][s] for c in columns for s in STATS}
+        for name in predictors
+    }
+
+
+def baseline_sound(datamodule, seed: int = 0) -> dict[str, dict[str, float]]:
+    """`sound_summary` of every reference predictor (chance, train mean, 1-NN on pixels, ridge
+    probe, oracle_class)."""
+    return sound_summary(datamodule, datamodule_baseline_values(datamodule, seed))
+
+
+def model_sound(module, datamodule) -> dict[str, float]:
+    """`sound_summary` of a trained module's test predictions."""
+    return sound_summary(datamodule, {"model": test_values(module, datamodule)})["model"]
