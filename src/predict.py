@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.audio.io import audio_files, load_notes, write_wav
@@ -26,6 +27,7 @@ from src.errors import ConfigError, DataError
 from src.evaluation.report import comparison_figure, csv_text, write_text
 from src.generation.rebuild import imager_from_info, renderer_from_info
 from src.imaging import SpectrogramImager
+from src.matching.refine import refine_notes, refined_row
 from src.models.tasks import datamodule_state, module_from_checkpoint, read_checkpoint
 from src.paths import CONFIG_DIR
 from src.utils.pylogger import RankedLogger
@@ -148,6 +150,19 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     out = Path(cfg.paths.output_dir)
     specs = model.specs
     heads = [s.name for s in specs]
+    refined, refined_audio = None, None
+    if cfg.get("refine"):
+        if renderer is None:
+            raise ConfigError(
+                f"refine=true needs the synth of the dataset; {datamodule.data_dir} was "
+                f"converted from recordings and has none"
+            )
+        refined, refined_audio = refine_notes(
+            instantiate(cfg.refiner),
+            renderer.renderer,
+            notes,
+            {h: preds[h][0].numpy() for h in heads},
+        )
     stems = [f"{i:03d}_{Path(f['file']).stem}" for i, f in enumerate(facts)]
     named = [h for h in heads if h in names]
     root = Path(cfg.audio) if Path(cfg.audio).is_dir() else Path(cfg.audio).parent
@@ -161,12 +176,20 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
             f["onset_s"],
             *(x for h in heads for x in (float(preds[h][0][i]), int(preds[h][1][i]))),
             *(x for h in named for x in (names[h][int(preds[h][1][i])], float(preds[h][2][i]))),
+            *(refined_row(refined, heads, i) if refined is not None else ()),
         ]
         for i, f in enumerate(facts)
     ]
     header = ["index", "file", "file_rate", "file_seconds", "onset_s"]
     header += [x for h in heads for x in (h, f"{h}_class")]
     header += [x for h in named for x in (f"{h}_name", f"{h}_prob")]
+    if refined is not None:
+        header += [
+            *(f"{h}_refined" for h in heads),
+            "refined_onset_s",
+            "refine_loss_start",
+            "refine_loss_end",
+        ]
     written = [write_text(out / "predictions.csv", csv_text(header, rows))]
     for i in range(min(len(facts), SHOWN)):
         said = ", ".join(
@@ -200,9 +223,15 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
         if resynth is None:
             continue
         written.append(write_wav(out / f"{name}_resynth.wav", resynth[i], rate))
+        if refined_audio is not None:
+            written.append(write_wav(out / f"{name}_refined.wav", refined_audio[i], rate))
         if cfg.figures:
             table = [
-                [h + (f" ({s.unit})" if s.unit else ""), f"{float(preds[h][0][i]):.4g}"]
+                [
+                    h + (f" ({s.unit})" if s.unit else ""),
+                    f"{float(preds[h][0][i]):.4g}",
+                    *([f"{refined.values[h][i]:.4g}"] if refined is not None else []),
+                ]
                 for h, s in zip(heads, specs)
             ]
             written.append(
@@ -213,12 +242,23 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
                     imager,
                     title=f"{shown[i]} (onset {facts[i]['onset_s']:.3f} s)",
                     table=table,
-                    col_labels=["parameter", "predicted"],
-                    labels=("input, as the model heard it", "resynthesis of the prediction"),
+                    col_labels=["parameter", "predicted", *(["refined"] if refined else [])],
+                    labels=(
+                        "input, as the model heard it",
+                        "resynthesis of the prediction",
+                        "resynthesis of the refined estimate",
+                    ),
+                    more=(refined_audio[i],) if refined_audio is not None else (),
                 )
             )
     log.info(f"Wrote {len(written)} files to {out}")
     table = {h: preds[h][0].numpy() for h in heads}
+    if refined is not None:
+        log.info(
+            f"Refined {len(facts)} note(s) by {refined.renders_per_note:.0f} synth renders each "
+            f"in {refined.seconds:.1f} s; spectral loss {refined.loss_start.mean():.3f} -> "
+            f"{refined.loss_end.mean():.3f} (mean)"
+        )
     return {}, {
         "cfg": cfg,
         "model": model,
@@ -229,6 +269,8 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
         "names": {h: [names[h][int(c)] for c in preds[h][1]] for h in named},
         "notes": notes,
         "resynthesis": resynth,
+        "refined": refined,
+        "refined_audio": refined_audio,
     }
 
 

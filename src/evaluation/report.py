@@ -173,24 +173,27 @@ def comparison_figure(
     title: str,
     table: list[list[str]],
     col_labels: list[str],
-    labels: tuple[str, str],
+    labels: tuple[str, ...],
+    more: tuple[torch.Tensor, ...] = (),
 ) -> Path:
-    """Two notes side by side: waveforms, their images as the dataset's imager makes them,
-    and a table of parameters."""
+    """Notes side by side (`first`, `second`, then `more`): waveforms, their images as the
+    dataset's imager makes them, and a table of parameters."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    notes = (first, second, *more)
+    k = len(notes)
     sr, n = imager.sample_rate, imager.n_samples
-    images = imager(torch.stack([first, second]).float()).numpy()
+    images = imager(torch.stack(notes).float()).numpy()
     freqs = imager.frequencies(0).numpy()
     t = np.arange(n) / sr
-    fig = plt.figure(figsize=(10, 5.6))
+    fig = plt.figure(figsize=(5 * k, 5.6))
     grid = fig.add_gridspec(
         2,
-        3,
-        width_ratios=[1, 1, 0.8],
+        k + 1,
+        width_ratios=[1] * k + [0.8],
         left=0.07,
         right=0.99,
         top=0.88,
@@ -198,8 +201,8 @@ def comparison_figure(
         wspace=0.3,
         hspace=0.45,
     )
-    peak = float(max(first.abs().max(), second.abs().max(), 1e-6))
-    for col, (audio, label) in enumerate(zip((first, second), labels)):
+    peak = float(max(max(float(a.abs().max()) for a in notes), 1e-6))
+    for col, (audio, label) in enumerate(zip(notes, labels)):
         ax = fig.add_subplot(grid[0, col])
         ax.plot(t, audio.numpy(), lw=0.4)
         ax.set_ylim(-1.05 * peak, 1.05 * peak)
@@ -222,7 +225,7 @@ def comparison_figure(
         ax.set_xlabel("time (s)", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.set_title(f"image [{imager.channel_labels[0]}]", fontsize=8)
-    ax = fig.add_subplot(grid[:, 2])
+    ax = fig.add_subplot(grid[:, k])
     ax.axis("off")
     tab = ax.table(cellText=table, colLabels=col_labels, loc="center")
     tab.auto_set_font_size(False)

@@ -65,28 +65,43 @@ class Nuisance:
         return asdict(self)
 
     def adjust_values(
-        self, values: dict[str, torch.Tensor], labelled: set[str], random: Randomness
+        self,
+        values: dict[str, torch.Tensor],
+        labelled: set[str],
+        random: Randomness,
+        record: dict | None = None,
     ) -> None:
-        """Detune the pitch and draw the attack (unless it is a label), in place."""
+        """Detune the pitch and draw the attack (unless it is a label), in place; `record`
+        (if given) receives the draws: `detune_cents`, `attack_s`."""
         b = len(next(iter(values.values())))
         if self.detune_cents and "pitch" in values:
             cents = (2 * random.rand(b) - 1) * self.detune_cents
             values["pitch"] = values["pitch"] + cents / 100.0
+            if record is not None:
+                record["detune_cents"] = cents
         if self.attack_ms is not None and "attack" in values and "attack" not in labelled:
             lo, hi = (math.log(v) for v in self.attack_ms)
             values["attack"] = torch.exp(lo + (hi - lo) * random.rand(b)) / 1000.0
+            if record is not None:
+                record["attack_s"] = values["attack"]
 
     def adjust_audio(
-        self, audio: torch.Tensor, sample_rate: int, random: Randomness
+        self, audio: torch.Tensor, sample_rate: int, random: Randomness, record: dict | None = None
     ) -> torch.Tensor:
-        """Delay each note's onset and add its noise floor; (B, T) in, (B, T) out."""
+        """Delay each note's onset and add its noise floor; (B, T) in, (B, T) out; `record`
+        (if given) receives the draws: `onset_s`, `noise_db`."""
         b, t = audio.shape
         if self.onset_ms is not None:
             lo, hi = (v * sample_rate / 1000.0 for v in self.onset_ms)
-            audio = delayed(audio, (lo + (hi - lo) * random.rand(b)).round().long())
+            delay = (lo + (hi - lo) * random.rand(b)).round().long()
+            audio = delayed(audio, delay)
+            if record is not None:
+                record["onset_s"] = delay.double() / sample_rate
         if self.noise_db is not None:
             lo, hi = self.noise_db
             db = lo + (hi - lo) * random.rand(b, dtype=torch.float64)
+            if record is not None:
+                record["noise_db"] = db
             low, high = torch.aminmax(audio, dim=1)  # the peak without an abs() copy
             peak = torch.maximum(high, -low).double()
             gain = (peak * torch.pow(10.0, db / 20.0)).float()[:, None]

@@ -180,6 +180,21 @@ class DatasetRenderer:
         padded = {k: v.to(torch.float32) for k, v in padded.items()}
         return self.renderer.audio(padded, batch_generator(self.seed, split, batch))[:take]
 
+    def nuisance_draws(self, split: str, n: int) -> dict[str, np.ndarray]:
+        """The nuisance each of records 0..n-1 of `split` was rendered with (replayed from
+        their batches' generators): `detune_cents`, `attack_s`, `onset_s`, `noise_db` where the
+        dataset draws them. The pitch that sounds is the label plus `detune_cents` / 100."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for b, start, stop in self.batches(split, n):
+            size = min(start + self.batch_size, self.split_sizes[split]) - start
+            mid = {p.spec.name: np.full(size, p.spec.min) for p in self.renderer.varying}
+            full = {k: torch.from_numpy(v).float() for k, v in self.full_values(mid).items()}
+            record: dict = {}
+            self.renderer.audio(full, batch_generator(self.seed, split, b), record=record)
+            for k, v in record.items():
+                parts.setdefault(k, []).append(v.double().numpy()[: min(stop, n) - start])
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
     def render_values(
         self, varying: Mapping[str, np.ndarray], generator: torch.Generator
     ) -> torch.Tensor:

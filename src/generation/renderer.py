@@ -58,17 +58,19 @@ class Renderer:
         values: Mapping[str, torch.Tensor],
         generator: torch.Generator,
         groups: np.ndarray | None = None,
+        record: dict | None = None,
     ) -> torch.Tensor:
         """(B, n_samples) notes of every synth parameter's (B,) natural values, nuisance added.
 
         Resynthesis renders predicted values through this too, so a prediction is heard with
-        the synth, settings and nuisance stream that made the dataset."""
+        the synth, settings and nuisance stream that made the dataset. `record` (if given)
+        receives the nuisance drawn for each note (src/generation/nuisance.py)."""
         values = dict(values)
         random = Randomness(generator, None if groups is None else torch.as_tensor(groups))
         labelled = {p.spec.name for p in self.varying}
-        self.nuisance.adjust_values(values, labelled, random)
+        self.nuisance.adjust_values(values, labelled, random, record)
         audio = self.synth.render(values, self.sample_rate, self.n_samples, random)
-        return self.nuisance.adjust_audio(audio, self.sample_rate, random)
+        return self.nuisance.adjust_audio(audio, self.sample_rate, random, record)
 
     def image(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) uint8 images of (B, n_samples) audio (generation and prediction)."""
