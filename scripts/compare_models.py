@@ -77,7 +77,16 @@ def data_overrides(data: str, size: int | None) -> list[str]:
 
 
 def label(model: str, mode: str | None) -> str:
-    return model if mode is None else f"{model}+{mode}"
+    return model if mode is None else f"{model}+{mode.replace('/', ',')}"
+
+
+def mode_override(mode: str) -> str:
+    """A --head-modes entry as a Hydra override: a mode for every head, or per head as
+    `pitch=offset/other=regression` (a mapping; `other`: the heads it does not name)."""
+    if "=" not in mode:
+        return f"model.head_modes={mode}"
+    pairs = dict(part.split("=", 1) for part in mode.split("/"))
+    return "model.head_modes={" + ",".join(f"{k}:{v}" for k, v in pairs.items()) + "}"
 
 
 def run_one(
@@ -96,7 +105,7 @@ def run_one(
         *data_overrides(data_for(model, data), size),
         f"trainer.max_epochs={epochs}",
         f"seed={seed}",
-        *([f"model.head_modes={mode}"] if mode else []),
+        *([mode_override(mode)] if mode else []),
         *QUIET,
     ]
     cfg = compose_config("train", overrides, return_hydra_config=True)
@@ -265,6 +274,23 @@ def findings(results: dict[str, list[dict]], base: dict, base_sound: dict, heads
     return lines
 
 
+def head_mode_choice(results: dict[str, list[dict]], heads: list[str]) -> list[str]:
+    """Per head, the run label with the lowest mean validation MAE (last epoch): how a head
+    mode is picked without looking at the test split."""
+    lines = []
+    for h in heads:
+        val = {
+            m: statistics.fmean(r["metrics"][metric_key("val", "mae", h)] for r in runs)
+            for m, runs in results.items()
+        }
+        best = min(val, key=val.get)
+        test = statistics.fmean(r["metrics"][metric_key("test", "mae", h)] for r in results[best])
+        lines.append(
+            f"- `{h}`: lowest validation MAE with `{best}` ({val[best]:.3g}; test {test:.3g})."
+        )
+    return lines
+
+
 def command(args: argparse.Namespace) -> str:
     return (
         f"python scripts/compare_models.py --data {args.data} --epochs {args.epochs} "
@@ -338,6 +364,9 @@ def main() -> None:
             out.add_row(*row)
         Console().print(out)
     found = findings(results, base, base_sound, heads)
+    if args.head_modes:
+        found += ["", "Head mode picked per head on the validation split:", ""]
+        found += head_mode_choice(results, heads)
     Console().print("\n".join(found))
     if args.markdown:
         kind = "head_modes" if args.head_modes else "compare_models"
