@@ -34,6 +34,7 @@ from src.data.vimh.format import ParamSpec
 from src.generation.nuisance import delayed
 from src.matching.diffsynth import differentiable
 from src.matching.loss import SpectralLoss
+from src.metrics.pitch import yin_f0
 
 ONSET_MAX_S = 0.1
 ATTACK_RANGE_S = (0.001, 0.1)
@@ -267,6 +268,7 @@ def estimate_onset(audio: Tensor, sample_rate: int, below_db: float = 20.0) -> T
 
 
 METHODS = ("cmaes", "gradient")
+PITCH_STARTS = ("given", "tracker", "best")
 
 
 class Refiner:
@@ -283,7 +285,12 @@ class Refiner:
         steps: int = 100,
         lr: float = 0.01,
         seed: int = 0,
+        pitch_start: str = "best",
     ) -> None:
+        if pitch_start not in PITCH_STARTS:
+            raise ValueError(
+                f"refiner.pitch_start must be one of {PITCH_STARTS}, got {pitch_start!r}"
+            )
         if method not in METHODS:
             raise ValueError(f"refiner.method must be one of {METHODS}, got {method!r}")
         if generations < 1 or steps < 1:
@@ -295,6 +302,7 @@ class Refiner:
         self.method = method
         self.generations, self.sigma, self.population = int(generations), float(sigma), population
         self.steps, self.lr, self.seed = int(steps), float(lr), int(seed)
+        self.pitch_start = pitch_start
 
     def method_for(self, space: SearchSpace) -> str:
         if self.method == "gradient" and space.differentiable() is None:
@@ -318,9 +326,31 @@ class Refiner:
         self, space: SearchSpace, target: Tensor, values: Mapping[str, np.ndarray]
     ) -> Refined:
         """Refine natural-unit estimates of the labelled parameters for (B, T) target notes;
-        the onset starts where each note comes up, the attack at 10 ms."""
+        the onset starts where each note comes up, the attack at 10 ms. A `pitch` head (MIDI)
+        starts at the given estimate (`pitch_start: given`), at the f0 tracker's
+        (`tracker`), or at whichever of the two renders closer to the note (`best`): a
+        network far off on a sound unlike its training data is then no worse a start than
+        the tracker."""
         onset = estimate_onset(target, space.sample_rate).numpy()
-        return self(space, target, space.encode(values, onset, None))
+        start = space.encode(values, onset, None)
+        names = [s.name for s in space.specs]
+        if self.pitch_start != "given" and "pitch" in names:
+            f0 = yin_f0(target, space.sample_rate)[0].double().numpy()
+            midi = np.where(
+                np.isfinite(f0),
+                69 + 12 * np.log2(np.nan_to_num(f0, nan=440) / 440),
+                values["pitch"],
+            )
+            tracked = space.encode({**values, "pitch": midi}, onset, None)
+            if self.pitch_start == "tracker":
+                start = tracked
+            else:
+                loss = SpectralLoss(target, space.sample_rate)
+                both = torch.cat([start, tracked]).double()
+                index = torch.arange(len(start)).repeat(2)
+                scores = score(space, loss, both, index).view(2, -1)
+                start = torch.where((scores[1] < scores[0])[:, None], tracked, start)
+        return self(space, target, start)
 
 
 def refine_notes(
