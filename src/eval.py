@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hydra
 import lightning as L
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from src.callbacks.resynthesis import ResynthesisReport
 from src.data.provision import build_datamodule
+from src.errors import ConfigError
 from src.models.tasks import (
     check_data_matches,
     checked_hyper_parameters,
@@ -47,6 +50,15 @@ def evaluate(cfg: DictConfig) -> tuple[dict, dict]:
     model = module_from_checkpoint(ckpt, cfg.ckpt_path)
     datamodule.load_state_dict(datamodule_state(ckpt, datamodule))
     trainer = build_trainer(cfg)
+    if cfg.get("refine"):
+        reports = [c for c in trainer.callbacks if isinstance(c, ResynthesisReport)]
+        if not reports:
+            raise ConfigError(
+                "refine=true adds refined rows to the resynthesis report; use "
+                "callbacks=eval_audio (docs/sound_matching.md)"
+            )
+        for report in reports:
+            report.refiner = instantiate(cfg.refiner)
     log.info(f"Testing {cfg.ckpt_path}")
     trainer.test(model=model, datamodule=datamodule)
     metrics = dict(trainer.callback_metrics)

@@ -17,7 +17,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from src.data.vimh import INFO_FILENAME, VIMHDataset
-from src.errors import DataError
+from src.errors import ConfigError, DataError
 from src.eval import evaluate
 from src.metrics.baselines import BASELINES
 from src.predict import predict
@@ -158,6 +158,34 @@ def test_predict_recovers_known_parameters_at_another_rate(
     info = sf.info(str(out / "004_stereo_resynth.wav"))
     assert (info.samplerate, info.frames, info.subtype) == (8000, 8000, "PCM_16")
     assert (out / "005_z_late.png").stat().st_size > 0
+
+
+def test_eval_refine_adds_refined_rows_closer_to_the_notes(compose_cfg, trained, one_thread):
+    folder, ckpt = trained
+    base = [*on(folder), f"ckpt_path={ckpt}", "callbacks.rich_progress_bar=null", "logger=none"]
+    cfg = compose_cfg("eval", [*base, "refine=true"])
+    with raises_user_error(ConfigError, match="callbacks=eval_audio"):
+        evaluate(cfg)
+    cfg = compose_cfg(
+        "eval",
+        [
+            *base,
+            "refine=true",
+            "refiner.generations=15",
+            "callbacks=eval_audio",
+            "callbacks.resynthesis.max_records=12",
+            "callbacks.resynthesis.n_listen=0",
+            "callbacks.resynthesis.baselines=false",
+        ],
+        out="refine",
+    )
+    evaluate(cfg)
+    out = Path(cfg.paths.output_dir) / "resynthesis"
+    s = json.loads((out / "resynthesis_summary.json").read_text())["summary"]
+    assert set(s) == {"model", "refined", "oracle"}
+    for metric in ("mss", "lsd_db"):
+        assert s["refined"][metric]["median"] < s["model"][metric]["median"], metric
+    assert s["refined"]["abs_err_pitch"]["mean"] < 0.1
 
 
 def test_predict_refines_recorded_notes_to_their_pitch(compose_cfg, trained, tmp_path, one_thread):

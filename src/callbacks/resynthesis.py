@@ -18,6 +18,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 from src.errors import ConfigError, DataError
 from src.evaluation.report import write_resynthesis_report
 from src.evaluation.resynthesis import Resynthesis, evaluate_resynthesis
+from src.evaluation.sound import refined_predictor
 from src.generation.rebuild import DatasetRenderer, renderer_from_info
 from src.metrics.baselines import datamodule_baseline_values
 from src.utils.pylogger import RankedLogger
@@ -34,6 +35,8 @@ class ResynthesisReport(L.Callback):
         n_listen: records that get WAVs and a figure.
         baselines: add the reference predictors (chance, train mean, 1-NN on pixels, ridge
             probe, oracle_class; src/metrics/baselines.py).
+        refiner: a `src.matching.refine.Refiner` (set by `src/eval.py refine=true`): adds the
+            model's estimates refined through the synth as the predictor `refined`.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class ResynthesisReport(L.Callback):
         max_records: int | None = None,
         n_listen: int = 4,
         baselines: bool = True,
+        refiner=None,
     ) -> None:
         if max_records is not None and max_records < 1:
             raise ConfigError(f"resynthesis.max_records must be >= 1 or null, got {max_records}")
@@ -49,6 +53,7 @@ class ResynthesisReport(L.Callback):
         self.max_records = max_records
         self.n_listen = int(n_listen)
         self.baselines = bool(baselines)
+        self.refiner = refiner  # a src.matching.refine.Refiner: adds the "refined" predictor
         self.renderer: DatasetRenderer | None = None
         self.pred: dict[str, list[torch.Tensor]] = {}
         self.true: dict[str, list[torch.Tensor]] = {}
@@ -97,6 +102,15 @@ class ResynthesisReport(L.Callback):
                     f"{datamodule.data_dir}/{split} in order"
                 )
         predictors = {"model": {k: v[:n] for k, v in pred.items()}}
+        if self.refiner is not None:
+            refined, result = refined_predictor(
+                dataset, split, predictors["model"], self.refiner, self.renderer
+            )
+            predictors["refined"] = refined
+            log.info(
+                f"Refined {n} test notes from the model's estimates: {result.renders_per_note:.0f} "
+                f"renders and {1000 * result.seconds / n:.0f} ms per note"
+            )
         if self.baselines:
             for name, values in datamodule_baseline_values(datamodule).items():
                 predictors[name] = {k: v[:n] for k, v in values.items()}

@@ -63,3 +63,34 @@ def baseline_sound(datamodule, seed: int = 0) -> dict[str, dict[str, float]]:
 def model_sound(module, datamodule) -> dict[str, float]:
     """`sound_summary` of a trained module's test predictions."""
     return sound_summary(datamodule, {"model": test_values(module, datamodule)})["model"]
+
+
+def split_targets(dataset, split: str, n: int, renderer) -> torch.Tensor:
+    """(n, T) target notes of a split: the stored waveforms, or the true values rendered."""
+    if dataset.audio_available:
+        return torch.from_numpy(np.array(dataset.audio(split)[:n]))
+    true = dataset[split].values()[:n]
+    return renderer.render_records(
+        split, {p.name: true[:, i] for i, p in enumerate(dataset.params)}
+    )
+
+
+def refined_predictor(dataset, split: str, values: Mapping[str, np.ndarray], refiner, renderer):
+    """Refine `values` (head -> (N,) estimates of the first N records of `split`) against the
+    split's notes; returns (values to render with each record's true nuisance, `Refined`).
+
+    Refinement estimates the pitch that sounds (label + the record's detune); rendering adds
+    the record's detune again, so it is taken off here: the refined values are heard with the
+    same nuisance as every other predictor, and their pitch error is the error in the pitch
+    that sounds."""
+    from src.matching.refine import SearchSpace
+
+    n = len(next(iter(values.values())))
+    target = split_targets(dataset, split, n, renderer)
+    space = SearchSpace.of_renderer(renderer.renderer)
+    result = refiner.refine_values(space, target, values)
+    out = {k: np.asarray(v, dtype=np.float64) for k, v in result.values.items()}
+    detune = renderer.nuisance_draws(split, n).get("detune_cents")
+    if detune is not None and "pitch" in out:
+        out["pitch"] = out["pitch"] - detune / 100.0
+    return out, result

@@ -11,8 +11,9 @@ Modes (`MODES`):
 - ``ordinal``: CORAL-style cumulative model: one shared score plus K-1 ordered biases give
   K-1 logits for P(y > k), trained with binary cross-entropy (summed over thresholds);
   the predicted class is the number of thresholds whose probability exceeds 0.5.
-- ``regression``: one output trained with MSE against ``ParamSpec.to_unit(value)`` (so log
-  scales are regressed in log space); decoded like ``from_unit`` after clamping to [0, 1].
+- ``regression``: one output regressed on ``ParamSpec.to_unit(value)`` (so log scales are
+  regressed in log space) by a Huber loss measured in class widths; decoded like
+  ``from_unit`` after clamping to [0, 1].
 - ``soft``: K logits, KL divergence to a Gaussian over classes (width ``soft_sigma``
   classes) centred on the true class, so near misses cost less than far ones. (KL equals the
   soft cross-entropy minus the target entropy: same gradients, but 0 at a perfect fit.) Decoded by
@@ -261,8 +262,19 @@ class RegressionHead(Head):
     def num_outputs(self) -> int:
         return 1
 
+    def build_layer(self, in_features: int) -> nn.Module:
+        layer = nn.Linear(in_features, 1)
+        nn.init.constant_(layer.bias, 0.5)  # start mid-range
+        return layer
+
     def loss(self, output: Tensor, codes: Tensor) -> Tensor:
-        return F.mse_loss(output.float().squeeze(1), self.code_units[codes])
+        """Huber loss measured in class widths (quadratic within one class, linear beyond), so
+        a regression head pulls on the shared backbone about as hard as a classifier beside
+        it: in unit terms its errors are tiny and it would hardly train in mixed heads."""
+        widths = float(self.num_classes - 1)
+        return F.smooth_l1_loss(
+            output.float().squeeze(1) * widths, self.code_units[codes] * widths, beta=1.0
+        )
 
     def decode(self, output: Tensor) -> tuple[Tensor, Tensor]:
         """Unit output -> position along the parameter's axis -> value and nearest class (torch
