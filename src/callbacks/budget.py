@@ -204,8 +204,8 @@ class TrainingBudget(L.Callback):
         batch = f"{p['batch_size']}"
         if p["batch_size"] != p["configured_batch_size"]:
             batch += (
-                f" (data.batch_size={p['configured_batch_size']} capped so an epoch has "
-                f">= {self.min_batches_per_epoch} steps)"
+                f" (data.batch_size={p['configured_batch_size']} capped for a small split: "
+                f"records / {self.min_batches_per_epoch}, at least {self.min_batch_size})"
             )
         if p["epochs"] == -1:
             epochs = f"by steps (trainer.max_steps={p['max_steps']})"
