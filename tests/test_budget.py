@@ -89,3 +89,39 @@ def test_auto_epochs_start_from_the_budget_and_bad_values_are_refused(compose_cf
         build_trainer(compose_cfg("train", ["trainer.max_epochs=many", "callbacks=none"]))
     with pytest.raises(ConfigError, match="min_batch_size must be >= 1"):
         TrainingBudget(min_batch_size=0)
+
+
+def test_an_auto_budget_resumes_exactly(tmp_path, toy, monkeypatch, one_thread):
+    """A run whose epochs and batch the budget chose, stopped by SIGTERM and resumed with
+    `ckpt_path=last`, plans the same again and ends as the uninterrupted run does."""
+    from tests.helpers.entry import run_script
+    from tests.test_resume import base, main_in_process
+
+    # The toy's 768 train records: batch 768 // 16 = 48, 16 steps an epoch, 4 epochs for 60.
+    auto = [
+        "trainer.max_epochs=auto",
+        "callbacks.budget.epochs=2",
+        "callbacks.budget.min_steps=60",
+        "callbacks.budget.patience_steps=0",
+    ]
+    whole, objects = main_in_process(
+        monkeypatch, [*base(toy), *auto, f"paths.log_dir={tmp_path}/a"]
+    )
+    assert objects["datamodule"].batch_size == 48 and objects["trainer"].global_step == 64
+    killed = run_script(
+        "src/train.py",
+        *base(toy),
+        *auto,
+        f"paths.log_dir={tmp_path}/b",
+        "+callbacks.kill._target_=tests.helpers.faults.SigtermAt",
+        "+callbacks.kill.epoch=2",
+        "+callbacks.kill.batch=2",
+    )
+    assert killed.returncode == 143, killed.stdout + killed.stderr
+    resumed, objects = main_in_process(
+        monkeypatch, [*base(toy), *auto, f"paths.log_dir={tmp_path}/b", "ckpt_path=last"]
+    )
+    assert objects["datamodule"].batch_size == 48 and objects["trainer"].global_step == 64
+    for key, value in whole.items():
+        if key.startswith("test/"):
+            assert float(resumed[key]) == pytest.approx(float(value), abs=1e-6), key
