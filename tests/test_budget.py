@@ -91,6 +91,7 @@ def test_auto_epochs_start_from_the_budget_and_bad_values_are_refused(compose_cf
         TrainingBudget(min_batch_size=0)
 
 
+@pytest.mark.slow  # three short trainings, one in a subprocess
 def test_an_auto_budget_resumes_exactly(tmp_path, toy, monkeypatch, one_thread):
     """A run whose epochs and batch the budget chose, stopped by SIGTERM and resumed with
     `ckpt_path=last`, plans the same again and ends as the uninterrupted run does."""
