@@ -44,15 +44,18 @@ def test_metrics(run: Path) -> dict[str, float]:
     return out
 
 
-def stopping(cfg, epochs_run: int) -> str:
+def stopping(cfg, epochs_run: int, budget: dict) -> str:
+    """How the run ended; with `trainer.max_epochs=auto` the epochs and patience are the
+    training budget's (the run's budget.json)."""
     es = (cfg.get("callbacks") or {}).get("early_stopping")
-    max_epochs = cfg.trainer.max_epochs
+    max_epochs = budget.get("epochs", cfg.trainer.max_epochs)
+    patience = budget.get("early_stopping_patience") or (es.patience if es else None)
     if not es:
         return f"{epochs_run} of {max_epochs} epochs, no early stopping"
     stopped = "stopped early" if epochs_run < max_epochs else "did not stop early"
     return (
         f"{epochs_run} of {max_epochs} epochs; early stopping on {es.monitor} "
-        f"(patience {es.patience}) {stopped}"
+        f"(patience {patience}) {stopped}"
     )
 
 
@@ -63,6 +66,7 @@ def summarise(run: Path) -> str:
     info = read_info(data_dir)
     ident = {r["parameter"]: r for r in info.raw.get("identifiability") or []}
     speed = json.loads((run / "speed.json").read_text()) if (run / "speed.json").exists() else {}
+    budget = json.loads((run / "budget.json").read_text()) if (run / "budget.json").exists() else {}
     epochs = speed.get("epochs", [])
     best = sorted((run / "checkpoints").glob("epoch_*.ckpt"))
     command = "python src/train.py " + " ".join(overrides) if overrides else "make train"
@@ -74,7 +78,7 @@ def summarise(run: Path) -> str:
         + [(f"model ({cfg.model.net._target_.rsplit('.', 1)[-1]})", [test_metrics(run)], {})],
     )
     lines = [
-        f"Command: `{command}`; seed {cfg.seed}; {stopping(cfg, len(epochs))}.",
+        f"Command: `{command}`; seed {cfg.seed}; {stopping(cfg, len(epochs), budget)}.",
         f"Dataset: `{data_dir.name}` ({info.raw.get('train_samples')} train / "
         f"{info.raw.get('val_samples')} val / {info.raw.get('test_samples')} test records).",
         f"Best checkpoint: `{best[-1].name if best else '-'}`; training speed "

@@ -1,5 +1,7 @@
 """Callbacks of our own (Lightning's are configured directly in configs/callbacks/)."""
 
+from src.callbacks.budget import TrainingBudget
+from src.callbacks.checkpoint import BestCheckpoint
 from src.callbacks.codec_report import CodecReport
 from src.callbacks.filterbank_plot import FilterbankPlot
 from src.callbacks.frontend_drift import FrontendDrift
@@ -12,6 +14,7 @@ from src.callbacks.sequence_report import SequenceReport
 from src.callbacks.speed import TrainingSpeed
 
 __all__ = [
+    "BestCheckpoint",
     "CodecReport",
     "FilterbankPlot",
     "FrontendDrift",
@@ -21,5 +24,6 @@ __all__ = [
     "ResumeState",
     "ResynthesisReport",
     "SequenceReport",
+    "TrainingBudget",
     "TrainingSpeed",
 ]

@@ -17,6 +17,10 @@ log = RankedLogger(__name__)
 
 # Keys of the trainer config group that are not Trainer arguments (see build_trainer).
 RUNTIME_KEYS = ("compile", "matmul_precision", "threads")
+# trainer.max_epochs=auto: a callback with `decides_max_epochs` (the training budget) sets the
+# epochs from the data at setup; without one (callbacks=none, eval) this many.
+AUTO = "auto"
+EPOCHS_WITHOUT_BUDGET = 20
 
 
 def _instantiate_group(cfg: DictConfig | None, what: str) -> list:
@@ -47,6 +51,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     """The Trainer of `cfg.trainer` with `cfg.callbacks` (plus `extra_callbacks`, made in code)
     and `cfg.logger`, for train and eval.
 
+    `max_epochs: auto` starts the Trainer with the budget callback's `epochs` (it decides the
+    real count once the data is known, `src/callbacks/budget.py`), or 20 without one.
+
     The trainer group also carries settings that are not Trainer arguments: `compile` (read
     by the task when it builds the model), `matmul_precision` and `threads` (torch's CPU
     intra-op threads), applied here.
@@ -58,5 +65,12 @@ def build_trainer(cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()) -
     if runtime["threads"]:
         torch.set_num_threads(int(runtime["threads"]))
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), *extra_callbacks]
+    if tcfg.get("max_epochs") == AUTO:
+        budget = next((c for c in callbacks if getattr(c, "decides_max_epochs", False)), None)
+        tcfg["max_epochs"] = budget.epochs if budget is not None else EPOCHS_WITHOUT_BUDGET
+    elif isinstance(tcfg.get("max_epochs"), str):
+        raise ConfigError(
+            f"trainer.max_epochs must be a number or 'auto', got {tcfg['max_epochs']!r}"
+        )
     loggers = instantiate_loggers(cfg.get("logger"))
     return instantiate(tcfg, callbacks=callbacks, logger=loggers or False)
