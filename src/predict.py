@@ -113,7 +113,7 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     ckpt = read_checkpoint(cfg.ckpt_path)
-    model = module_from_checkpoint(ckpt)
+    model = module_from_checkpoint(ckpt, cfg.ckpt_path)
     if not hasattr(model, "specs"):  # a sequence model or a codec: it has no heads
         raise ConfigError(
             f"checkpoint {cfg.ckpt_path} holds a {type(model).__name__}, which has no "
