@@ -35,7 +35,7 @@ from src.metrics.codec import (
     stoi_available,
     waveform_metrics,
 )
-from src.models.optim import as_partial, configure_optimizers
+from src.models.optim import configure_optimizers, factories
 from src.utils.build import build_component
 from src.utils.config import plain, target_config
 from src.utils.pylogger import RankedLogger
@@ -112,8 +112,9 @@ class CodecModule(L.LightningModule):
                 "compile": bool(compile),
             }
         )
-        self.optimizer_factory = as_partial(optimizer)
-        self.scheduler_factory = as_partial(scheduler)
+        self.optimizer_factory, self.scheduler_factory = factories(
+            optimizer, scheduler, "val/score"
+        )
         self.net = build_component(
             net, "model.net", input_shape=tuple(input_shape), sample_rate=int(sample_rate)
         )

@@ -23,7 +23,7 @@ from src.errors import ConfigError
 from src.metrics import metric_key
 from src.metrics.estimation import EstimationMetrics
 from src.models.heads import build_head, resolve_head_modes
-from src.models.optim import as_partial, configure_optimizers
+from src.models.optim import configure_optimizers, factories
 from src.utils.build import build_component, component_class
 from src.utils.config import plain as _plain
 from src.utils.config import target_config
@@ -123,8 +123,9 @@ class MultiheadModule(L.LightningModule):
                 "compile": bool(compile),
             }
         )
-        self.optimizer_factory = as_partial(optimizer)
-        self.scheduler_factory = as_partial(scheduler)
+        self.optimizer_factory, self.scheduler_factory = factories(
+            optimizer, scheduler, str(scheduler_monitor)
+        )
 
         self.specs = specs
         self.modes = modes

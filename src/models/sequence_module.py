@@ -42,7 +42,7 @@ from src.metrics.spectral import (
     to_power,
 )
 from src.models.multihead_module import count_parameters, net_input_kind
-from src.models.optim import as_partial, configure_optimizers
+from src.models.optim import configure_optimizers, factories
 from src.utils.build import build_component
 from src.utils.config import plain, target_config
 from src.utils.pylogger import RankedLogger
@@ -133,8 +133,9 @@ class SequenceModule(L.LightningModule):
             }
         )
         self.spec = spec
-        self.optimizer_factory = as_partial(optimizer)
-        self.scheduler_factory = as_partial(scheduler)
+        self.optimizer_factory, self.scheduler_factory = factories(
+            optimizer, scheduler, str(scheduler_monitor)
+        )
         self.net = build_component(net, "model.net", n_mels=spec.n_mels, ahead=int(ahead))
         self.db_range = (float(spec.frames["db_min"]), float(spec.frames["db_max"]))
         self.register_buffer("freqs", frame_frequencies(spec.frames), persistent=False)

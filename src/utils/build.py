@@ -25,7 +25,6 @@ import re
 import reprlib
 import types
 import typing
-from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -38,7 +37,19 @@ HYDRA_KEY = re.compile(r"^_\w+_$")  # _target_, _args_, _partial_, _recursive_, 
 IGNORED = {"_recursive_": False}  # what our configs write beside a `_target_`; no effect here
 SCALARS = (bool, int, float, str, type(None))
 MAX_INT = 2**31  # no network argument is a count this large
-_repr = reprlib.Repr()
+
+
+class _Short(reprlib.Repr):
+    """Bounded reprs of plain values; any other object only by its type, since its own
+    `__repr__` may do anything (an OmegaConf node's resolves interpolations)."""
+
+    def repr_instance(self, obj: Any, level: int) -> str:
+        if isinstance(obj, (bool, int, float, type(None))):
+            return repr(obj)
+        return f"<a {type(obj).__name__}>"
+
+
+_repr = _Short()
 _repr.maxstring = _repr.maxother = 80
 _repr.maxlist = _repr.maxdict = 6
 
@@ -66,11 +77,13 @@ def interpolation_error(where: str, value: str, error: type[Exception]) -> Excep
 
 def refuse_interpolations(obj: Any, where: str, error: type[Exception] = ConfigError) -> None:
     """Refuse any string (value or mapping key) that holds `${`, at any depth of dicts, lists
-    and tuples; other objects (tensors, numbers) are not looked into."""
+    and tuples; other objects (tensors, numbers) are not looked into. Only real dicts are
+    walked: another Mapping, such as an OmegaConf node, could resolve while it is read, and
+    the checks that follow refuse it as not plain."""
     if isinstance(obj, str):
         if INTERPOLATION in obj:
             raise interpolation_error(where, obj, error)
-    elif isinstance(obj, Mapping):
+    elif isinstance(obj, dict):
         for key, value in obj.items():
             here = key_path(where, key)
             if isinstance(key, str) and INTERPOLATION in key:
@@ -93,7 +106,7 @@ def refuse_hydra_keys(
     if isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
             refuse_hydra_keys(value, key_path(where, i), error, components)
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict):
         return
     for key, value in obj.items():
         here = key_path(where, key)
@@ -186,7 +199,12 @@ def describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint) or hint, typing.get_args(hint)
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    names = {
+        bool: "true or false",
+        int: "an integer (|n| < 2**31)",
+        float: "a finite number",
+        str: "a string",
+    }
     if hint in names:
         return names[hint]
     if hint is type(None):
@@ -258,7 +276,7 @@ def check_component(
     """(class, keyword arguments) of a component config, every key and value checked;
     `given` names the arguments the caller adds (e.g. `input_shape`, from the data), None
     when unknown (arguments it lacks are then not looked for)."""
-    if not isinstance(cfg, Mapping) or "_target_" not in cfg:
+    if not isinstance(cfg, dict) or "_target_" not in cfg:
         raise error(f"{where} must be a config mapping with _target_, got {short(cfg)}")
     # First what is refused wherever it is, named by its own key; then each argument's type.
     refuse_interpolations(cfg, where, error)

@@ -86,7 +86,8 @@ class _Scan(pickle.Unpickler):
 
 def _path_to(obj: Any, name: str, where: str, seen: set[int]) -> str | None:
     """The key path of the first stand-in for `name` inside `obj` (each container once)."""
-    if isinstance(obj, _Stand) and obj.name == name:
+    stand = isinstance(obj, _Stand) or (isinstance(obj, type) and issubclass(obj, _Stand))
+    if stand and obj.name == name:  # an object built from `name`, or `name` itself
         return where
     if id(obj) in seen:
         return None
