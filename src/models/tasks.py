@@ -28,7 +28,14 @@ from src.errors import DataError, DatasetNotFoundError
 from src.models.codec_module import CodecModule
 from src.models.multihead_module import MultiheadModule
 from src.models.sequence_module import SequenceModule
-from src.utils.build import check_component, check_data, key_path, refuse_interpolations, short
+from src.utils.build import (
+    check_component,
+    check_data,
+    key_path,
+    refuse_hydra_keys,
+    refuse_interpolations,
+    short,
+)
 from src.utils.checkpoint_io import object_key
 from src.utils.pylogger import RankedLogger
 
@@ -98,20 +105,25 @@ def task_of(ckpt: dict, where: str | Path = "checkpoint") -> type[L.LightningMod
 
 
 def checked_hyper_parameters(ckpt: dict, where: str | Path = "checkpoint") -> dict:
-    """The hyperparameters, once every key and value has passed the allow-list (module doc)."""
+    """The hyperparameters, once every key and value has passed the allow-list (module doc).
+    What is refused wherever it sits (`${`, a Hydra key) is named by its own key first."""
     task = task_of(ckpt, where)
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise DataError(f"{where}: no 'hyper_parameters' to rebuild the model from")
     accepted = set(inspect.signature(task.__init__).parameters) - {"self", *NOT_SAVED}
-    unknown = [key_path("hyper_parameters", k) for k in hparams if k not in accepted]
-    if unknown:
-        raise DataError(
-            f"{where}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not saved by "
-            f"{task.__name__} (it saves {', '.join(sorted(accepted))}); refusing to build "
-            f"anything from it"
-        )
     try:
+        refuse_interpolations(hparams, "hyper_parameters", DataError)
+        for key, value in hparams.items():
+            here = key_path("hyper_parameters", key)
+            refuse_hydra_keys(value, here, DataError, components=key == "net")
+        unknown = [key_path("hyper_parameters", k) for k in hparams if k not in accepted]
+        if unknown:
+            raise DataError(
+                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not saved by "
+                f"{task.__name__} (it saves {', '.join(sorted(accepted))}); refusing to build "
+                f"anything from it"
+            )
         for key, value in hparams.items():
             here = key_path("hyper_parameters", key)
             if key == "net":
