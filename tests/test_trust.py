@@ -23,6 +23,7 @@ from src.eval import evaluate
 from src.models.tasks import module_from_checkpoint, read_checkpoint
 from src.predict import predict
 from src.train import train
+from src.utils.instantiators import build_trainer
 from tests.conftest import compose_config
 from tests.helpers.entry import assert_clean_error, run_script
 from tests.helpers.models import MODEL_DIR, build_config, checkpoint_of
@@ -199,6 +200,20 @@ def test_an_interpolation_in_a_checkpoint_runs_nothing_at_eval_and_predict(
     assert_clean_error(result, "hyper_parameters.net.dropout = '${oc.create:", "interpolation")
     assert len(result.stderr.strip().splitlines()) == 2  # the error and the traceback hint
     assert victim.read_text() == "precious"
+
+
+def test_lightnings_own_checkpoint_reads_refuse_interpolations_too(trained_ckpt, toy, tmp_path):
+    """A resume's `trainer.fit(ckpt_path=...)` and the test of the best checkpoint read the
+    file again after the entry point checked it: the trainer's checkpoint plugin reads it the
+    same way (weights-only, no interpolation anywhere)."""
+    path, victim = hostile(
+        trained_ckpt, tmp_path, lambda h, a: h["net"].update(dropout=REPORTED.format(**a))
+    )
+    trainer = build_trainer(compose_config("train", tmp_path / "run", [*on(toy), *QUIET]))
+    with pytest.raises(DataError, match=r"hyper_parameters.net.dropout = .* interpolation"):
+        trainer.strategy.load_checkpoint(path)
+    assert victim.read_text() == "precious"
+    assert trainer.strategy.load_checkpoint(trained_ckpt)["task"] == "multihead"
 
 
 def interpolated(a: dict) -> str:

@@ -26,6 +26,7 @@ from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
 from src.data.vimh.classes import is_nominal
 from src.errors import ConfigError, DatasetNotFoundError
 from src.metrics.estimation import reference_value
+from src.utils.checks import dataset_dir, memory_budget
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -99,7 +100,8 @@ class VIMHDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        if not self.data_dir.is_dir():
+        max_memory_gb = memory_budget(max_memory_gb)
+        if not dataset_dir(self.data_dir).is_dir():
             raise DatasetNotFoundError(f"{self.data_dir}: VIMH dataset folder not found")
         self.info: VIMHInfo = read_info(self.data_dir)
         self.balance = self._balanced_head(balance)

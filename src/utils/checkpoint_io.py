@@ -3,8 +3,9 @@
 Lightning writes a local checkpoint to the system temporary folder and moves it into place,
 which is a copy (not a rename) whenever that folder is on another file system, so a run killed
 meanwhile leaves a truncated `last.ckpt`. Here the bytes go to a hidden file beside the target,
-are flushed to disk, and replace the target in one rename. `object_key` says where in a
-checkpoint that torch refused to load (weights-only) a Python object sits.
+are flushed to disk, and replace the target in one rename. Lightning's own reads are
+weights-only and refuse OmegaConf interpolations, as the entry points' are. `object_key` says
+where in a checkpoint that torch refused to load (weights-only) a Python object sits.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from src.utils.build import key_path
+from src.errors import DataError
+from src.utils.build import key_path, refuse_interpolations
 from src.utils.files import process_umask
 
 
@@ -47,6 +49,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's own reads (a resume's `trainer.fit(ckpt_path=...)`, the test of the best
+        checkpoint) as `src.models.tasks.read_checkpoint` reads: weights-only, whatever the
+        caller asked, and no OmegaConf interpolation anywhere in the file."""
+        kwargs = {} if map_location is None else {"map_location": map_location}
+        checkpoint = super().load_checkpoint(path, weights_only=True, **kwargs)
+        try:
+            refuse_interpolations(checkpoint, "", DataError)
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from e
+        return checkpoint
 
 
 class _Stand:
