@@ -447,6 +447,29 @@ def test_a_pickled_object_is_named_with_the_key_that_holds_it(trained_ckpt, toy,
         assert victim.read_text() == "precious"
 
 
+BROKEN_STATE = {
+    "not a mapping": (3, r"state.ckpt: VIMHDataModule = 3 is not a datamodule's saved state"),
+    "text for numbers": ({"mean": "x", "std": [1.0]}, r"mean and std must be lists of finite"),
+    "a zero std": ({"mean": [0.0], "std": [0.0]}, r"numbers \(std > 0\), got \[0.0\], \[0.0\]"),
+    "not a number": ({"mean": [float("nan")], "std": [1.0]}, r"got \[nan\], \[1.0\]"),
+    "missing": ({"std": [1.0]}, r"got None, \[1.0\]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_STATE))
+def test_a_broken_datamodule_state_is_one_line_at_eval(trained_ckpt, toy, tmp_path, case):
+    """The datamodule's saved statistics are checked like the rest of the file (they were a
+    TypeError from torch.tensor)."""
+    state, said = BROKEN_STATE[case]
+    ckpt = torch.load(trained_ckpt, weights_only=True)
+    ckpt["VIMHDataModule"] = state
+    path = tmp_path / "state.ckpt"
+    torch.save(ckpt, path)
+    with raises_user_error(DataError, match=said):
+        evaluate(eval_cfg(tmp_path, path, toy))
+    assert not (tmp_path / "eval" / "predictions.csv").exists()
+
+
 def other(tmp_path: Path, name: str, **kwargs) -> Path:
     """The toy's recipe with one thing changed."""
     settings = dict(n_train=64, n_val=16, n_test=16, params=DEFAULT_PARAMS[:2], name=name)

@@ -149,9 +149,15 @@ def module_from_checkpoint(ckpt: dict, where: str | Path = "checkpoint") -> L.Li
     return module.eval()
 
 
-def datamodule_state(ckpt: dict, datamodule: L.LightningDataModule) -> dict:
+def datamodule_state(
+    ckpt: dict, datamodule: L.LightningDataModule, where: str | Path = "checkpoint"
+) -> dict:
     """What the datamodule saved in the checkpoint (Lightning keys it by class name)."""
-    return ckpt.get(type(datamodule).__qualname__, {})
+    name = type(datamodule).__qualname__
+    state = ckpt.get(name, {})
+    if not isinstance(state, dict):
+        raise DataError(f"{where}: {name} = {short(state)} is not a datamodule's saved state")
+    return state
 
 
 def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint") -> None:
@@ -177,7 +183,7 @@ def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint")
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{where}: hyper_parameters do not describe the data ({e})") from e
     diffs = trained.differences(datamodule.spec)
-    state = datamodule_state(ckpt, datamodule)
+    state = datamodule_state(ckpt, datamodule, where)
     if trained.input_kind == "image":
         recorded = [k for k in INPUT_FACTS if k in state]
         if not recorded:
