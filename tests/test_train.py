@@ -14,7 +14,6 @@ from src.errors import ConfigError
 from src.eval import evaluate
 from src.paths import CONFIG_DIR
 from src.train import train
-from tests.helpers.entry import assert_clean_error, run_script
 from tests.helpers.runs import QUIET, assert_complete_metrics, on, raises_user_error
 from tests.helpers.vimh import make_vimh
 
@@ -227,14 +226,3 @@ def test_invalid_optimizer_and_scheduler_values_are_one_line_before_training(
     with raises_user_error(ConfigError, match=said):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
-
-
-def test_a_negative_learning_rate_is_one_line_at_the_command_line(tmp_path, toy):
-    result = run_script(
-        "src/train.py", *on(toy), "model.optimizer.lr=-1", f"paths.log_dir={tmp_path}"
-    )
-    assert_clean_error(
-        result, "error: model.optimizer (torch.optim.adamw.AdamW): Invalid learning rate: -1"
-    )
-    assert [line.startswith("error:") for line in result.stderr.splitlines()].count(True) == 1
-    assert not list(tmp_path.rglob("*.ckpt"))
