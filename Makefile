@@ -35,4 +35,4 @@ bench: setup
 	$(PY) scripts/bench_train.py --markdown docs/performance.md
 
 clean:
-	rm -rf .pytest_cache .ruff_cache
+	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -2,13 +2,16 @@
 audio=<file or folder>`.
 
 Each file is read (soundfile), mixed to mono, resampled to the dataset's rate and cut or
-padded to its note length (`src/audio/io.py`), then imaged by the dataset's own
+padded to its note length (`src/audio/io.py`; `onset=each`: one note per onset, else one per
+file, with a warning for the seconds of sound left out), then imaged by the dataset's own
 imager rebuilt from its JSON through the renderer generation uses, normalised with the
 checkpoint's statistics, and passed through the model. The run folder gets predictions.csv
 (every head in natural units, and its class; for a nominal head of recordings also the class
-name and its probability), and per file the note as the model heard it, its resynthesis with
+name and its probability), and per note the audio as the model heard it, its resynthesis with
 the dataset's synth and a comparison figure (datasets converted from recordings have no synth:
-no resynthesis). The first files' predictions are also logged, class names and all.
+no resynthesis). The first notes' predictions are also logged, class names and all. A file
+that cannot be used costs only itself: the others are predicted, then it is named with its
+reason (also in skipped.csv) and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.audio.io import audio_files, load_notes, write_wav
+from src.audio.io import audio_files, read_notes, unusable, write_wav
 from src.data.provision import build_datamodule
 from src.errors import ConfigError, DataError
 from src.evaluation.report import comparison_figure, csv_text, write_text
@@ -113,7 +116,7 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     if cfg.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     ckpt = read_checkpoint(cfg.ckpt_path)
-    model = module_from_checkpoint(ckpt)
+    model = module_from_checkpoint(ckpt, cfg.ckpt_path)
     if not hasattr(model, "specs"):  # a sequence model or a codec: it has no heads
         raise ConfigError(
             f"checkpoint {cfg.ckpt_path} holds a {type(model).__name__}, which has no "
@@ -142,9 +145,11 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     files = audio_files(cfg.audio)
     log.info(f"Predicting {len(files)} file(s) with {cfg.ckpt_path}")
     try:
-        notes, facts = load_notes(files, rate, n_samples, onset, float(cfg.onset_db))
+        notes, facts, bad = read_notes(files, rate, n_samples, onset, float(cfg.onset_db))
     except ValueError as e:
         raise ConfigError(str(e)) from e
+    if not facts:
+        raise DataError(unusable(bad, len(files)))
     preds = predict_notes(model, datamodule, imager, notes, int(cfg.batch_size))
 
     out = Path(cfg.paths.output_dir)
@@ -252,6 +257,9 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
                 )
             )
     log.info(f"Wrote {len(written)} files to {out}")
+    if bad:  # every usable file is predicted first; the exit status still says what failed
+        write_text(out / "skipped.csv", csv_text(["file", "reason"], [list(b) for b in bad]))
+        raise DataError(f"{unusable(bad, len(files))}; the others are in {out}/predictions.csv")
     table = {h: preds[h][0].numpy() for h in heads}
     if refined is not None:
         log.info(

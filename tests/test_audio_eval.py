@@ -259,3 +259,90 @@ def test_predict_refuses_what_it_cannot_use(compose_cfg, trained, tmp_path):
     cfg = compose_cfg("predict", [*on(other), f"ckpt_path={ckpt}", f"audio={tmp_path}/junk.wav"])
     with raises_user_error(DataError, match="but dataset .* labels"):
         predict(cfg)
+
+
+def test_predict_on_a_folder_predicts_every_good_file_and_names_every_bad_one(
+    compose_cfg, trained, tmp_path
+):
+    folder, ckpt = trained
+    truth = {"pitch": [45.0, 57.0, 69.0], "level": [0.0, -6.0, -12.0], "decay": [12.0, 30.0, 48.0]}
+    sr = 16000
+    notes = render_notes(truth, sr).numpy()
+    wavs = tmp_path / "mixed"
+    wavs.mkdir()
+    for i, name in enumerate(("a_good.wav", "c_good.wav", "e_good.flac")):
+        sf.write(wavs / name, notes[i], sr)
+    (wavs / "b_junk.wav").write_bytes(b"RIFF not really audio")
+    sf.write(wavs / "d_empty.wav", np.zeros(0, np.float32), sr)
+    sf.write(wavs / "f_nan.wav", np.full(100, np.nan, np.float32), sr, subtype="FLOAT")
+    cfg = compose_cfg("predict", [*on(folder), f"ckpt_path={ckpt}", f"audio={wavs}"])
+    out = Path(cfg.paths.output_dir)
+    said = (
+        rf"3 of 6 files could not be used: {wavs}/b_junk.wav: cannot read it as audio .*; "
+        rf"{wavs}/d_empty.wav: the file holds no audio samples; {wavs}/f_nan.wav: the audio "
+        rf"holds non-finite samples .*; the others are in {out}/predictions.csv"
+    )
+    with raises_user_error(DataError, match=said):  # the entry point exits with status 1
+        predict(cfg)
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["file"]).name for r in rows] == ["a_good.wav", "c_good.wav", "e_good.flac"]
+    spec = VIMHDataset(folder).params[0]
+    want = spec.class_index(np.array(truth["pitch"]))
+    got = np.array([int(r["pitch_class"]) for r in rows])
+    assert np.abs(got - want).max() <= 1, (got, want)
+    with open(out / "skipped.csv") as f:
+        skipped = list(csv.DictReader(f))
+    assert [Path(r["file"]).name for r in skipped] == ["b_junk.wav", "d_empty.wav", "f_nan.wav"]
+    assert skipped[1]["reason"] == "the file holds no audio samples"
+    # Only bad files: nothing is written, the same line.
+    bad_only = tmp_path / "bad_only"
+    bad_only.mkdir()
+    shutil.copy(wavs / "b_junk.wav", bad_only)
+    cfg = compose_cfg("predict", [*on(folder), f"ckpt_path={ckpt}", f"audio={bad_only}"], "none")
+    with raises_user_error(DataError, match=r"^1 of 1 files could not be used: .*b_junk.wav"):
+        predict(cfg)
+    assert not any(Path(cfg.paths.output_dir).glob("*.csv"))
+
+
+def test_predict_hears_every_note_of_a_long_file_or_says_what_it_left_out(
+    compose_cfg, trained, tmp_path, caplog
+):
+    """A file of several notes: `onset=each` predicts every one (onset segmentation); one note
+    per file (the default) predicts the first and warns with the seconds of sound left out."""
+    folder, ckpt = trained
+    truth = {
+        "pitch": [45.0, 69.0, 51.0, 63.0],
+        "level": [0.0, -6.0, 0.0, -6.0],
+        "decay": [48.0, 48.0, 48.0, 48.0],
+    }
+    sr = 16000
+    notes = render_notes(truth, sr).numpy()
+    onsets = [0.0, 1.5, 3.25, 4.75]  # half a second or more of silence between notes
+    audio = np.zeros(int(6.0 * sr), np.float32)
+    for note, at in zip(notes, onsets):
+        audio[int(at * sr) : int(at * sr) + sr] += note
+    sf.write(tmp_path / "phrase.wav", audio, sr)
+    spec = VIMHDataset(folder).params[0]
+    cfg = compose_cfg(
+        "predict", [*on(folder), f"ckpt_path={ckpt}", f"audio={tmp_path}/phrase.wav", "onset=each"]
+    )
+    with caplog.at_level("WARNING"):
+        _, objects = predict(cfg)
+    assert [f["onset_s"] for f in objects["files"]] == pytest.approx(onsets, abs=0.006)
+    got = objects["classes"]["pitch"]
+    assert np.abs(got - spec.class_index(np.array(truth["pitch"]))).max() <= 1, got
+    assert "sound the model does not hear" not in caplog.text
+    caplog.clear()
+    cfg = compose_cfg(
+        "predict", [*on(folder), f"ckpt_path={ckpt}", f"audio={tmp_path}/phrase.wav"], "first"
+    )
+    with caplog.at_level("WARNING"):
+        _, objects = predict(cfg)
+    [fact] = objects["files"]
+    assert fact["onset_s"] == 0 and 1.0 < fact["ignored_s"] < 4.5  # three notes' sound
+    assert (
+        f"1 file(s) hold sound the model does not hear (each note is 1 s from its onset): "
+        f"{fact['ignored_s']:.2f} s ignored in all, e.g. phrase.wav: {fact['ignored_s']:.2f} s; "
+        f"pass onset=each to predict every note"
+    ) in caplog.text

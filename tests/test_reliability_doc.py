@@ -8,7 +8,7 @@ import re
 from src.paths import PROJECT_ROOT
 
 DOC = PROJECT_ROOT / "docs" / "reliability.md"
-FAULT_FILES = ("test_trust.py", "test_resume.py", "test_dataset_faults.py")
+FAULT_FILES = ("test_trust.py", "test_trust_fuzz.py", "test_resume.py", "test_dataset_faults.py")
 
 
 def named_tests() -> set[tuple[str, str]]:

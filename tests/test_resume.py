@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import re
 import sys
 from pathlib import Path
@@ -142,13 +143,21 @@ def test_ckpt_path_last_needs_an_earlier_run(compose_cfg, toy):
         train(cfg)
 
 
-def test_resuming_from_an_empty_or_garbage_file_is_a_clear_error(compose_cfg, toy, tmp_path):
-    empty = tmp_path / "empty.ckpt"
-    empty.touch()
-    garbage = tmp_path / "garbage.ckpt"
-    garbage.write_bytes(os.urandom(4096))
-    for path, match in ((empty, "empty checkpoint file"), (garbage, "not a readable checkpoint")):
-        cfg = compose_cfg("train", [*on(toy), f"ckpt_path={path}", *QUIET])
+def test_resuming_from_an_empty_or_garbage_file_is_a_clear_error(
+    compose_cfg, toy, tmp_path, trained_ckpt
+):
+    """Empty, garbage (seeded: torch's unpickler raises IndexError, KeyError, OSError, ... on
+    some bytes, and each must be the same clear line) and truncated files."""
+    rng = random.Random(7)
+    data = trained_ckpt.read_bytes()
+    files = {"empty.ckpt": (b"", "empty checkpoint file")}
+    for i in range(4):
+        files[f"garbage_{i}.ckpt"] = (rng.randbytes(4096), "not a readable checkpoint")
+    files["first_20k.ckpt"] = (data[:20_000], "not a readable checkpoint")
+    for name, (content, match) in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        cfg = compose_cfg("train", [*on(toy), f"ckpt_path={path}", *QUIET], out=f"run_{name}")
         with raises_user_error(DataError, match=match):
             train(cfg)
         assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from src.data.datamodule import VIMHDataModule
+from src.errors import ConfigError
 from src.eval import evaluate
 from src.paths import CONFIG_DIR
 from src.train import train
-from tests.helpers.runs import QUIET, assert_complete_metrics, on
+from tests.helpers.runs import QUIET, assert_complete_metrics, on, raises_user_error
 from tests.helpers.vimh import make_vimh
 
 # Parameter-estimation experiments; the sequence ones (seq_*) run in test_sequence_train.py.
@@ -186,3 +187,42 @@ def test_short_run_on_generated_synth_data(compose_cfg):
     for spec in objects["datamodule"].heads:
         acc = float(metrics[f"test/{spec.name}/acc"])
         assert acc > 4.0 / spec.num_classes, (spec.name, acc)
+
+
+# Invalid optimizer and scheduler values: (overrides, the one line that names them).
+BAD_OPTIMIZATION = {
+    "negative lr": (
+        ["model.optimizer.lr=-1"],
+        r"model.optimizer \(torch.optim.adamw.AdamW\): Invalid learning rate: -1$",
+    ),
+    "negative decay": (["model.optimizer.weight_decay=-0.5"], r"Invalid weight_decay value: -0.5$"),
+    "unknown argument": (["+model.optimizer.foo=1"], r"unexpected keyword argument 'foo'$"),
+    "no such class": (
+        ["model.optimizer._target_=torch.optim.Nope"],
+        r"^model.optimizer: Error locating target 'torch.optim.Nope'$",
+    ),
+    "missing argument": (
+        ["model.scheduler._target_=torch.optim.lr_scheduler.StepLR"],
+        r"model.scheduler \(torch.optim.lr_scheduler.StepLR\): .*'step_size'$",
+    ),
+    "bad factor": (
+        [
+            "model.scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau",
+            "+model.scheduler.factor=2",
+        ],
+        r"Factor should be < 1.0.$",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OPTIMIZATION))
+def test_invalid_optimizer_and_scheduler_values_are_one_line_before_training(
+    compose_cfg, toy, case
+):
+    """Tried on a stand-in parameter when the model is built, not met inside the Trainer (a
+    55-line traceback before)."""
+    overrides, said = BAD_OPTIMIZATION[case]
+    cfg = compose_cfg("train", [*on(toy), *overrides, *QUIET])
+    with raises_user_error(ConfigError, match=said):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

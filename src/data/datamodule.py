@@ -24,8 +24,10 @@ from src.data.splits import Splits
 from src.data.transforms import Normalize, channel_stats, check_augment, spec_augment
 from src.data.vimh import ParamSpec, VIMHDataset, VIMHInfo, read_info
 from src.data.vimh.classes import is_nominal
-from src.errors import ConfigError, DatasetNotFoundError
+from src.errors import ConfigError, DataError, DatasetNotFoundError
 from src.metrics.estimation import reference_value
+from src.utils.build import short
+from src.utils.checks import dataset_dir, memory_budget
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -99,7 +101,8 @@ class VIMHDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        if not self.data_dir.is_dir():
+        max_memory_gb = memory_budget(max_memory_gb)
+        if not dataset_dir(self.data_dir).is_dir():
             raise DatasetNotFoundError(f"{self.data_dir}: VIMH dataset folder not found")
         self.info: VIMHInfo = read_info(self.data_dir)
         self.balance = self._balanced_head(balance)
@@ -306,8 +309,18 @@ class VIMHDataModule(L.LightningDataModule):
         """Take a checkpoint's statistics; loaded before `setup`, nothing is recomputed."""
         if not state_dict:
             return
-        mean = torch.tensor(state_dict["mean"], dtype=torch.float32)
-        std = torch.tensor(state_dict["std"], dtype=torch.float32)
+        saved = state_dict if isinstance(state_dict, dict) else {}
+        try:  # a checkpoint is untrusted input: its statistics must be finite numbers
+            mean = torch.tensor(saved["mean"], dtype=torch.float32)
+            std = torch.tensor(saved["std"], dtype=torch.float32)
+            usable = bool(mean.isfinite().all() and std.isfinite().all() and (std > 0).all())
+        except (KeyError, TypeError, ValueError, RuntimeError):
+            usable = False
+        if not usable:
+            raise DataError(
+                f"checkpoint {type(self).__name__} state: mean and std must be lists of finite "
+                f"numbers (std > 0), got {short(saved.get('mean'))}, {short(saved.get('std'))}"
+            )
         channels = self.input_shape[0]
         if mean.shape != (channels,) or std.shape != mean.shape:
             raise ConfigError(

@@ -31,6 +31,7 @@ from src.errors import ConfigError, DataError, DatasetNotFoundError
 from src.generation.recipe import recipe_config
 from src.imaging import SpectrogramImager, choose_hop
 from src.imaging.filters import filter_centres
+from src.utils.checks import dataset_dir, memory_budget
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -326,7 +327,8 @@ class FrameDataModule(FrameWindows):
         super().__init__(**windows)
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
-        if not self.data_dir.is_dir():
+        max_memory_gb = memory_budget(max_memory_gb)
+        if not dataset_dir(self.data_dir).is_dir():
             raise DatasetNotFoundError(f"{self.data_dir}: VIMH dataset folder not found")
         if in_memory not in ("auto", True, False):
             raise ConfigError(f"data.in_memory must be 'auto', true or false, got {in_memory!r}")

@@ -24,6 +24,7 @@ from src.data.vimh import INFO_FILENAME, VIMHDataset, dataset_lock
 from src.errors import ConfigError, DataError, DatasetNotFoundError
 from src.generate import generate_dataset
 from src.generation.recipe import dataset_path, recipe_config, recipe_digest
+from src.utils.checks import dataset_dir
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -40,7 +41,7 @@ def dataset_folder(data_cfg: DictConfig, data_root: str | Path, generate: bool =
             f"dataset leave data.data_dir=null and the folder is named from the recipe"
         )
     if data_dir:
-        folder = Path(data_dir)
+        folder = dataset_dir(data_dir)
         if not folder.is_dir():
             raise DatasetNotFoundError(
                 f"data.data_dir={folder}: no such dataset folder. Folders given by path are "

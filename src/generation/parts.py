@@ -149,9 +149,18 @@ class PartStore:
         file that exists means a finished part)."""
         if len(records) != unit.size:
             raise ValueError(f"part {unit.stem}: {len(records)} records, expected {unit.size}")
-        if audio is not None:
-            _write_atomic(self.audio_path(unit), np.ascontiguousarray(audio, dtype=np.float32))
-        _write_atomic(self.records_path(unit), records)
+        try:
+            if audio is not None:
+                _write_atomic(self.audio_path(unit), np.ascontiguousarray(audio, dtype=np.float32))
+            _write_atomic(self.records_path(unit), records)
+        except FileNotFoundError as e:
+            if self.dir.is_dir():
+                raise
+            raise DataError(
+                f"{self.dir} was removed while part {unit.stem} was written: another process "
+                f"joined these parts into {self.target} (or removed them); see whether it is "
+                f"complete before generating again"
+            ) from e
 
     # --- joining -------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -1,11 +1,11 @@
 """Task 3, the neural audio codec: waveform in, waveform out through a compact code.
 
 The network (`src/models/components/codec.py`: encoder, quantizer, decoder) comes in as a
-Hydra node; the data facts (input shape, sample rate) as plain values, so a checkpoint's
-hyperparameters rebuild it. Training minimises -SNR (dB, per record, so quiet and loud sounds
-count alike), an STFT distance (spectral convergence + log magnitude at `loss_fft_sizes`; one
-512-point resolution by default: on this CPU each resolution costs as much as the network) and
-the quantizer's commitment loss.
+config node, built by `src.utils.build` (never Hydra's `instantiate`); the data facts (input
+shape, sample rate) as plain values, so a checkpoint's hyperparameters rebuild it. Training
+minimises -SNR (dB, per record, so quiet and loud sounds count alike), an STFT distance
+(spectral convergence + log magnitude at `loss_fft_sizes`; one 512-point resolution by default:
+on this CPU each resolution costs as much as the network) and the quantizer's commitment loss.
 
 Logged per stage (`src/metrics/keys.py` names): `snr_db`, `si_sdr_db`, `psnr_db`, `mse`,
 `mrstft` (and `stoi` at test, where pystoi is installed), the same per source
@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from torch import Tensor
@@ -36,7 +35,8 @@ from src.metrics.codec import (
     stoi_available,
     waveform_metrics,
 )
-from src.models.optim import as_partial, configure_optimizers
+from src.models.optim import configure_optimizers, factories
+from src.utils.build import build_component
 from src.utils.config import plain, target_config
 from src.utils.pylogger import RankedLogger
 
@@ -112,14 +112,11 @@ class CodecModule(L.LightningModule):
                 "compile": bool(compile),
             }
         )
-        self.optimizer_factory = as_partial(optimizer)
-        self.scheduler_factory = as_partial(scheduler)
-        self.net = hydra.utils.instantiate(
-            net,
-            input_shape=tuple(input_shape),
-            sample_rate=int(sample_rate),
-            _recursive_=False,
-            _convert_="all",
+        self.optimizer_factory, self.scheduler_factory = factories(
+            optimizer, scheduler, "val/score"
+        )
+        self.net = build_component(
+            net, "model.net", input_shape=tuple(input_shape), sample_rate=int(sample_rate)
         )
         counts = self.net.weight_counts()
         # `backbone`/`heads`/`total` as every task reports them (scripts/count_params.py).

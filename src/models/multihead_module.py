@@ -1,9 +1,11 @@
 """One LightningModule for every backbone family: per-parameter heads, losses and metrics.
 
-The backbone comes in as a Hydra node (`net`, instantiated here for the data's input), the
-data facts as the plain values of `DataSpec.model_kwargs()` (heads as `ParamSpec.to_dict()`,
-input kind and shape, sample rate), so a checkpoint's hyperparameters alone rebuild the model
-and load with `torch.load(weights_only=True)`.
+The backbone comes in as a config node (`net`, built here for the data's input by
+`src.utils.build`: an allow-listed class and checked keyword values, never Hydra's
+`instantiate`, since a checkpoint's values must be neither resolved nor built), the data facts
+as the plain values of `DataSpec.model_kwargs()` (heads as `ParamSpec.to_dict()`, input kind
+and shape, sample rate), so a checkpoint's hyperparameters alone rebuild the model and load
+with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,8 @@ from src.errors import ConfigError
 from src.metrics import metric_key
 from src.metrics.estimation import EstimationMetrics
 from src.models.heads import build_head, resolve_head_modes
-from src.models.optim import as_partial, configure_optimizers
+from src.models.optim import configure_optimizers, factories
+from src.utils.build import build_component, component_class
 from src.utils.config import plain as _plain
 from src.utils.config import target_config
 from src.utils.pylogger import RankedLogger
@@ -37,11 +39,11 @@ def _head_spec(head: Any) -> ParamSpec:
 
 def net_input_kind(target: str) -> str:
     """What a backbone class takes: its `input_kind` attribute, "image" unless it says so."""
-    return getattr(hydra.utils.get_class(target), "input_kind", "image")
+    return getattr(component_class(target, "model.net"), "input_kind", "image")
 
 
 def _build_net(net: dict, input_shape: list[int], input_kind: str | None, sample_rate):
-    """Instantiate the backbone for the data: check it takes this kind of input and give
+    """Build the backbone for the data: check it takes this kind of input and give
     waveform backbones the data's sample rate."""
     takes = net_input_kind(net["_target_"])
     if input_kind is not None and takes != input_kind:
@@ -59,7 +61,7 @@ def _build_net(net: dict, input_shape: list[int], input_kind: str | None, sample
         if sample_rate is None:
             raise ConfigError(f"{net['_target_']} needs the data's sample rate; none was given")
         extra["sample_rate"] = int(sample_rate)
-    return hydra.utils.instantiate(net, input_shape=tuple(input_shape), **extra, _convert_="all")
+    return build_component(net, "model.net", input_shape=tuple(input_shape), **extra)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -121,8 +123,9 @@ class MultiheadModule(L.LightningModule):
                 "compile": bool(compile),
             }
         )
-        self.optimizer_factory = as_partial(optimizer)
-        self.scheduler_factory = as_partial(scheduler)
+        self.optimizer_factory, self.scheduler_factory = factories(
+            optimizer, scheduler, str(scheduler_monitor)
+        )
 
         self.specs = specs
         self.modes = modes

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -43,7 +42,8 @@ from src.metrics.spectral import (
     to_power,
 )
 from src.models.multihead_module import count_parameters, net_input_kind
-from src.models.optim import as_partial, configure_optimizers
+from src.models.optim import configure_optimizers, factories
+from src.utils.build import build_component
 from src.utils.config import plain, target_config
 from src.utils.pylogger import RankedLogger
 
@@ -60,7 +60,7 @@ class SequenceModule(L.LightningModule):
     """A frame predictor (`net`) with its losses, rollouts, metrics and baselines.
 
     Args:
-        net: Hydra node of a network of `src.models.components.sequence`.
+        net: config node of a network of `src.models.components.sequence` (`src.utils.build`).
         frames, context, horizon, frame_mean: the data's `FrameSpec.model_kwargs()`.
         ahead: frames predicted per step (k-frame-ahead; rollouts use the first).
         residual: predict the change from the last frame (the output starts at repeat-last).
@@ -133,11 +133,10 @@ class SequenceModule(L.LightningModule):
             }
         )
         self.spec = spec
-        self.optimizer_factory = as_partial(optimizer)
-        self.scheduler_factory = as_partial(scheduler)
-        self.net = hydra.utils.instantiate(
-            net, n_mels=spec.n_mels, ahead=int(ahead), _convert_="all"
+        self.optimizer_factory, self.scheduler_factory = factories(
+            optimizer, scheduler, str(scheduler_monitor)
         )
+        self.net = build_component(net, "model.net", n_mels=spec.n_mels, ahead=int(ahead))
         self.db_range = (float(spec.frames["db_min"]), float(spec.frames["db_max"]))
         self.register_buffer("freqs", frame_frequencies(spec.frames), persistent=False)
         mean = torch.full((spec.n_mels,), float("nan"))

@@ -1,37 +1,42 @@
 """The task modules a checkpoint can be rebuilt as, and reading a checkpoint once, safely.
 
-Each task (parameter estimation today; sequence prediction and the codec as they arrive) is a
-LightningModule that writes its name into its checkpoints (`checkpoint["task"]`). Evaluation
-and prediction read the file once, look the name up here and rebuild the module from its
-saved hyperparameters.
+Each task (parameter estimation, sequence prediction, the codec) is a LightningModule that
+writes its name into its checkpoints (`checkpoint["task"]`). Evaluation and prediction read the
+file once, look the name up here and rebuild the module from its saved hyperparameters.
 
-A checkpoint is untrusted input. `torch.load(weights_only=True)` keeps the file from running
-code while it is read; rebuilding is the other door, since hyperparameters name classes
-(`_target_`) that Hydra would instantiate. So before anything is built, every hyperparameter
-is checked: only the task's own constructor arguments, only plain values, and only
-`_target_`s that are network classes of this project (`src.models.components`). Anything else
-is refused with the key that holds it.
+A checkpoint is untrusted input, and its values are plain data. `torch.load(weights_only=True)`
+keeps the file from running code while it is read (any failure to parse it is "not a readable
+checkpoint"); no string anywhere in it may hold an OmegaConf interpolation (`${`); and before
+anything is built every hyperparameter is checked: only the task's own saved arguments, plain
+values, no Hydra key, and a network config whose classes are network classes of this project
+and whose keyword values have the types their signatures name (`src/utils/build.py`, which
+also builds the network: Hydra's `instantiate` never sees a checkpoint's values). Anything else
+is refused with one line naming the key that holds it.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pickle
 import re
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from src.data.spec import DataSpec
 from src.errors import DataError, DatasetNotFoundError
 from src.models.codec_module import CodecModule
 from src.models.multihead_module import MultiheadModule
 from src.models.sequence_module import SequenceModule
+from src.utils.build import (
+    check_component,
+    check_data,
+    key_path,
+    refuse_hydra_keys,
+    refuse_interpolations,
+    short,
+)
+from src.utils.checkpoint_io import object_key
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -42,15 +47,17 @@ TASKS: dict[str, type[L.LightningModule]] = {
     "sequence": SequenceModule,
 }
 DEFAULT_TASK = "multihead"  # checkpoints written before tasks were named
-COMPONENTS = "src.models.components"  # the only package a checkpoint may name classes from
-HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
-PLAIN = (bool, int, float, str, type(None))
+# Constructor arguments no task saves: training builds them from its own config, never a file.
+NOT_SAVED = ("optimizer", "scheduler")
+# What the tasks give a network besides its config (from the data), so a config lacks them.
+NET_GIVEN = ("input_shape", "sample_rate", "n_mels", "ahead")
 # Data facts a checkpoint's datamodule state records; compared for image inputs.
 INPUT_FACTS = ("spectrogram_config", "channel_labels")
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's contents (tensors and plain containers only: weights_only=True)."""
+    """The checkpoint's contents (tensors and plain containers only: weights_only=True), with
+    no OmegaConf interpolation in any string, key or value."""
     path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError(f"ckpt_path={path}: no such checkpoint file")
@@ -61,91 +68,72 @@ def read_checkpoint(path: str | Path) -> dict:
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        why = (
-            f"it holds a Python object ({found.group(1)}); checkpoints may hold only tensors "
-            f"and plain values, since loading objects can run code"
-            if found
-            else "truncated, corrupted or another format"
-        )
-        raise DataError(f"{path}: not a readable checkpoint of this project ({why})") from e
+    except Exception as e:  # the unpickler raises many types on a bad file
+        raise DataError(
+            f"{path}: not a readable checkpoint of this project ({unreadable(path, e)})"
+        ) from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise DataError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    try:
+        refuse_interpolations(ckpt, "", DataError)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from e
+    except RecursionError as e:
+        raise DataError(f"{path}: values nested too deeply for a checkpoint of this project") from e
     return ckpt
+
+
+def unreadable(path: Path, e: Exception) -> str:
+    """Why torch.load failed, in words: a Python object (named, with the key holding it, when
+    found) or a file that is not a whole checkpoint."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if not found:
+        return "truncated, corrupted or another format"
+    name = found.group(1)
+    key = object_key(path, name)
+    return (
+        f"{key or 'it'} holds a Python object ({name}); checkpoints may hold only tensors "
+        f"and plain values, since loading objects can run code"
+    )
 
 
 def task_of(ckpt: dict, where: str | Path = "checkpoint") -> type[L.LightningModule]:
     name = ckpt.get("task", DEFAULT_TASK)
-    if name not in TASKS:
-        raise DataError(f"{where}: task {name!r} is not one of {sorted(TASKS)}")
+    if not isinstance(name, str) or name not in TASKS:
+        raise DataError(f"{where}: task {short(name)} is not one of {sorted(TASKS)}")
     return TASKS[name]
 
 
-def allowed_class(target: Any, where: str) -> type:
-    """The class a checkpoint's `_target_` names, if it is a network class of this project."""
-    refuse = (
-        f"{where}._target_ = {target!r} is not allowed: a checkpoint may only name network "
-        f"classes of {COMPONENTS}; refusing to build anything from it"
-    )
-    if not isinstance(target, str) or not target.startswith(COMPONENTS + "."):
-        raise DataError(refuse)
-    module_name, _, name = target.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)  # our own package only (checked above)
-    except (ImportError, ValueError) as e:
-        raise DataError(refuse) from e
-    cls = getattr(module, name, None)
-    if not (
-        inspect.isclass(cls)
-        and issubclass(cls, nn.Module)
-        and cls.__module__.startswith(COMPONENTS + ".")
-    ):
-        raise DataError(refuse)
-    return cls
-
-
-def check_plain(value: Any, where: str) -> None:
-    """Plain values and containers only; every mapping with a `_target_` names an allowed
-    class; no Hydra keys beyond `HYDRA_KEYS`."""
-    if isinstance(value, PLAIN):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            check_plain(v, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key in value:
-            if not isinstance(key, str):
-                raise DataError(f"{where}: key {key!r} is not a string")
-            if key.startswith("_") and key.endswith("_") and key not in HYDRA_KEYS:
-                raise DataError(f"{where}.{key} is not allowed in a checkpoint")
-        if "_target_" in value:
-            allowed_class(value["_target_"], where)
-        for key, v in value.items():
-            check_plain(v, f"{where}.{key}")
-        return
-    raise DataError(
-        f"{where}: a {type(value).__name__} value; a checkpoint's hyperparameters may hold "
-        f"only plain values"
-    )
-
-
 def checked_hyper_parameters(ckpt: dict, where: str | Path = "checkpoint") -> dict:
-    """The hyperparameters, once every key and value has passed the allow-list."""
+    """The hyperparameters, once every key and value has passed the allow-list (module doc).
+    What is refused wherever it sits (`${`, a Hydra key) is named by its own key first."""
     task = task_of(ckpt, where)
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise DataError(f"{where}: no 'hyper_parameters' to rebuild the model from")
-    accepted = set(inspect.signature(task.__init__).parameters) - {"self"}
-    unknown = sorted(set(hparams) - accepted)
-    if unknown:
-        raise DataError(
-            f"{where}: hyper_parameters {unknown} are not arguments of {task.__name__}; "
-            f"refusing to build anything from it"
-        )
-    for key, value in hparams.items():
-        check_plain(value, f"{where}: hyper_parameters.{key}")
+    accepted = set(inspect.signature(task.__init__).parameters) - {"self", *NOT_SAVED}
+    try:
+        refuse_interpolations(hparams, "hyper_parameters", DataError)
+        for key, value in hparams.items():
+            here = key_path("hyper_parameters", key)
+            refuse_hydra_keys(value, here, DataError, components=key == "net")
+        unknown = [key_path("hyper_parameters", k) for k in hparams if k not in accepted]
+        if unknown:
+            raise DataError(
+                f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not saved by "
+                f"{task.__name__} (it saves {', '.join(sorted(accepted))}); refusing to build "
+                f"anything from it"
+            )
+        for key, value in hparams.items():
+            here = key_path("hyper_parameters", key)
+            if key == "net":
+                check_component(value, here, DataError, given=NET_GIVEN)
+            else:
+                check_data(value, here, DataError)
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from e
+    except RecursionError as e:
+        raise DataError(f"{where}: hyper_parameters nested too deeply") from e
     return hparams
 
 
@@ -155,15 +143,21 @@ def module_from_checkpoint(ckpt: dict, where: str | Path = "checkpoint") -> L.Li
     try:
         module = task_of(ckpt, where)(**hparams)
         module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+    except Exception as e:  # checked values may still not make a model
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"{where}: cannot rebuild the model it holds ({first})") from e
     return module.eval()
 
 
-def datamodule_state(ckpt: dict, datamodule: L.LightningDataModule) -> dict:
+def datamodule_state(
+    ckpt: dict, datamodule: L.LightningDataModule, where: str | Path = "checkpoint"
+) -> dict:
     """What the datamodule saved in the checkpoint (Lightning keys it by class name)."""
-    return ckpt.get(type(datamodule).__qualname__, {})
+    name = type(datamodule).__qualname__
+    state = ckpt.get(name, {})
+    if not isinstance(state, dict):
+        raise DataError(f"{where}: {name} = {short(state)} is not a datamodule's saved state")
+    return state
 
 
 def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint") -> None:
@@ -189,7 +183,7 @@ def check_data_matches(ckpt: dict, datamodule, where: str | Path = "checkpoint")
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{where}: hyper_parameters do not describe the data ({e})") from e
     diffs = trained.differences(datamodule.spec)
-    state = datamodule_state(ckpt, datamodule)
+    state = datamodule_state(ckpt, datamodule, where)
     if trained.input_kind == "image":
         recorded = [k for k in INPUT_FACTS if k in state]
         if not recorded:

@@ -38,7 +38,9 @@ def target_config(node: Any, what: str) -> dict:
 
 def plain(obj: Any) -> Any:
     """OmegaConf nodes -> plain dicts/lists (resolved); tuples -> lists; rest unchanged: the
-    values a module saves as hyperparameters."""
+    values a module saves as hyperparameters. Resolving is for the run's own config only: a
+    value read from a file (a checkpoint, a dataset's JSON) is never put in an OmegaConf node,
+    so it reaches this function as plain data and passes unresolved (`src/utils/build.py`)."""
     if isinstance(obj, (DictConfig, ListConfig)):
         return OmegaConf.to_container(obj, resolve=True)
     if isinstance(obj, Mapping):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from pathlib import Path
@@ -70,3 +71,13 @@ def assert_size_ladder(paths: list[Path], at_least: int) -> None:
     assert len(totals) >= at_least, [p.stem for p in paths]
     for small, big in itertools.pairwise(totals):
         assert big >= 1.5 * small, f"sizes too close: {totals}"
+
+
+def checkpoint_of(module) -> dict:
+    """What a checkpoint of `module` holds for eval to rebuild it: weights, hyperparameters
+    (as Lightning saves them: a plain dict) and the task's name."""
+    return {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": copy.deepcopy(dict(module.hparams)),
+        "task": module.task,
+    }

@@ -406,9 +406,15 @@ class VIMHDataset:
         for name, split in self.splits.items():
             key = f"{name}_samples"
             if key in raw and raw[key] != len(split):
+                carve = (
+                    " (an empty val file stands for no val file only where the JSON counts 0)"
+                    if name == "val" and len(split) == 0
+                    else ""
+                )
                 raise VIMHFormatError(
                     f"{split.path}: holds {len(split)} records but {self.info.path.name} says "
-                    f"{key} = {raw[key]}"
+                    f"{key} = {raw[key]}: the folder is damaged or partly copied{carve}; copy "
+                    f"or regenerate it whole"
                 )
 
     def _check_folder_name(self) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from src.models.components.quantizers import Quantized, Quantizer
+from src.utils.build import build_component
+from src.utils.config import target_config
 
 
 class ResidualUnit(nn.Module):
@@ -93,15 +93,12 @@ class ConvDecoder(nn.Module):
         return self.net(z)
 
 
-def _quantizer(node: Mapping | DictConfig | Quantizer, dim: int) -> Quantizer:
-    """A quantizer module, or one built from its config for `dim` latent channels."""
+def _quantizer(node: Mapping | Quantizer, dim: int) -> Quantizer:
+    """A quantizer module, or one built from its config for `dim` latent channels (an
+    allow-listed class and checked values: `src.utils.build`)."""
     if isinstance(node, Quantizer):
         return node
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(node, Mapping) or "_target_" not in node:
-        raise TypeError(f"quantizer must be a Quantizer or a config with _target_, got {node!r}")
-    q = hydra.utils.instantiate(dict(node), dim=dim, _convert_="all")
+    q = build_component(target_config(node, "quantizer"), "model.net.quantizer", dim=dim)
     if not isinstance(q, Quantizer):
         raise TypeError(f"{node['_target_']} is not a Quantizer")
     return q

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import hydra
 from torch import Tensor, nn
 
 from src.errors import ConfigError
+from src.utils.build import build_component
 from src.utils.config import target_config
 from src.utils.pylogger import RankedLogger
 
@@ -26,8 +26,9 @@ def _count(params) -> int:
 class FrontendNet(nn.Module):
     """Waveform (B, 1, T) -> front-end -> [BatchNorm] -> back-end -> (B, out_features).
 
-    `frontend` and `backend` are Hydra nodes (so the Hydra node of this net needs
-    `_recursive_: false`); the front-end gets the data's `sample_rate` (a front-end config
+    `frontend` and `backend` are config nodes, built here by `src.utils.build` (the project's
+    configs keep Hydra's `_recursive_: false` beside this net's `_target_`, from when Hydra
+    built it); the front-end gets the data's `sample_rate` (a front-end config
     that states another rate is an error), the back-end gets `input_shape` = the front-end's
     output shape. `norm` puts a one-channel BatchNorm on
     the log-mel, standing in for the per-channel pixel normalisation of the image pipeline
@@ -67,13 +68,13 @@ class FrontendNet(nn.Module):
                 fcfg["sample_rate"] = int(sample_rate)
             elif stated is None:
                 raise ConfigError("the front-end needs a sample_rate (from the data or its config)")
-            self.frontend = hydra.utils.instantiate(fcfg, _convert_="all")
+            self.frontend = build_component(fcfg, "model.net.frontend")
         if not hasattr(self.frontend, "output_shape"):
             raise TypeError(f"front-end {type(self.frontend).__name__} lacks output_shape()")
         self.feature_shape = tuple(self.frontend.output_shape(shape[1]))
         self.norm = nn.BatchNorm2d(self.feature_shape[0]) if norm else nn.Identity()
-        self.backend = hydra.utils.instantiate(
-            target_config(backend, "backend"), input_shape=self.feature_shape, _convert_="all"
+        self.backend = build_component(
+            target_config(backend, "backend"), "model.net.backend", input_shape=self.feature_shape
         )
         out_features = getattr(self.backend, "out_features", None)
         if not isinstance(out_features, int):
