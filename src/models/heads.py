@@ -12,8 +12,8 @@ Modes (`MODES`):
   K-1 logits for P(y > k), trained with binary cross-entropy (summed over thresholds);
   the predicted class is the number of thresholds whose probability exceeds 0.5.
 - ``regression``: one output regressed on ``ParamSpec.to_unit(value)`` (so log scales are
-  regressed in log space) by a Huber loss whose gradient is the error in class widths,
-  capped at one; decoded like ``from_unit`` after clamping to [0, 1].
+  regressed in log space) by a Huber loss on the error in class widths (see
+  ``RegressionHead.loss`` for its scale); decoded like ``from_unit`` after clamping to [0, 1].
 - ``soft``: K logits, KL divergence to a Gaussian over classes (width ``soft_sigma``
   classes) centred on the true class, so near misses cost less than far ones. (KL equals the
   soft cross-entropy minus the target entropy: same gradients, but 0 at a perfect fit.) Decoded by
@@ -268,13 +268,15 @@ class RegressionHead(Head):
         return layer
 
     def loss(self, output: Tensor, codes: Tensor) -> Tensor:
-        """Huber loss on the error in class widths, divided by the class count: its gradient
-        is the error in class widths, capped at one, so a regression head pulls on the shared
-        backbone about as hard as a classifier beside it (a plain MSE on the unit interval
-        hardly trains beside classifiers; a Huber loss in class widths drowns them)."""
+        """Huber loss on the error in class widths (quadratic within one class), scaled by
+        1 / sqrt(class widths): its gradient is sqrt(K - 1) times the error in class widths,
+        capped there. Measured on the default task beside classifiers sharing the backbone
+        (docs/models.md): a plain MSE on the unit interval hardly trains, the gradient of the
+        error in class widths alone trains too little, and K - 1 times it drowns the
+        classifiers."""
         widths = float(self.num_classes - 1)
         err = (output.float().squeeze(1) - self.code_units[codes]) * widths
-        return F.smooth_l1_loss(err, torch.zeros_like(err), beta=1.0) / widths
+        return F.smooth_l1_loss(err, torch.zeros_like(err), beta=1.0) / widths**0.5
 
     def decode(self, output: Tensor) -> tuple[Tensor, Tensor]:
         """Unit output -> position along the parameter's axis -> value and nearest class (torch
