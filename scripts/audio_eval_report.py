@@ -261,7 +261,8 @@ def predict_section(ckpt: Path, dataset: Path, figures: Path, stamp: str) -> str
     # Class positions: negative counts from the top, fractional lies between two classes.
     picks = {"grid_a": 1.0, "grid_b": -2.0, "between": 2.5}
     known = {
-        name: {p.name: p.min + (k if k >= 0 else p.num_classes + k) * p.step for p in ds.params}
+        # class_value: along the parameter's axis (octaves for a log scale such as decay)
+        name: {p.name: float(p.class_value(k if k >= 0 else p.num_classes + k)) for p in ds.params}
         for name, k in picks.items()
     }
     varying = {p.name: np.array([known[n][p.name] for n in picks]) for p in ds.params}

@@ -6,6 +6,7 @@ import stat
 
 import numpy as np
 import pytest
+import torch
 
 from src.data.vimh import (
     INFO_FILENAME,
@@ -206,6 +207,36 @@ def test_param_spec_codes_round_trip_classes():
     log = ParamSpec("f", 100, 1600, 100, scale="log")
     np.testing.assert_allclose(log.to_unit([100, 400, 1600]), [0, 0.5, 1])
     np.testing.assert_allclose(log.from_unit(log.to_unit([123.0])), [123.0])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ParamSpec("pitch", 36, 84, 1),  # the default saw's heads: linear and log axes
+        ParamSpec("level", -40, 0, 2),
+        ParamSpec("decay", 4, 128, 0.25, scale="log"),
+        ParamSpec("env_attack", 0.01, 0.32, 1, scale="log"),
+        ParamSpec("resonance", 0.0, 0.8, 0.1),
+    ],
+    ids=lambda s: f"{s.name}-{s.scale}",
+)
+def test_every_grid_value_round_trips_to_its_class(spec):
+    """A class's grid value is its class again: directly, through its 8-bit code, and through
+    a head's decoding; one class step on a log axis is a ratio (2 ** step), not `step` units."""
+    from src.models.heads import build_head
+
+    k = np.arange(spec.num_classes)
+    values = spec.class_value(k)
+    np.testing.assert_array_equal(spec.class_index(values), k)
+    np.testing.assert_array_equal(spec.class_index(spec.decode(spec.encode(values))), k)
+    np.testing.assert_allclose(values[[0, -1]], [spec.min, spec.max], rtol=1e-9, atol=1e-12)
+    steps = values[1:] / values[:-1] if spec.scale == "log" else np.diff(values)
+    np.testing.assert_allclose(steps, 2**spec.step if spec.scale == "log" else spec.step)
+    head = build_head(spec, "classification", in_features=2)
+    logits = torch.nn.functional.one_hot(torch.from_numpy(k), spec.num_classes).float()
+    decoded, classes = head.decode(logits)
+    np.testing.assert_array_equal(classes.numpy(), k)
+    np.testing.assert_allclose(decoded.numpy(), values, rtol=1e-6, atol=1e-6)
 
 
 def test_parse_folder_name():
