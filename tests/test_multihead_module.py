@@ -125,6 +125,17 @@ def test_resolve_head_modes():
     names = ["a", "b"]
     assert resolve_head_modes("soft", names) == {"a": "soft", "b": "soft"}
     assert resolve_head_modes({"b": "ordinal"}, names) == {"a": "classification", "b": "ordinal"}
+    # `other` covers the unnamed heads, may name a head the data lacks, spares nominal heads
+    default = {"pitch": "offset", "other": "regression"}
+    assert resolve_head_modes(default, names) == {"a": "regression", "b": "regression"}
+    assert resolve_head_modes(default, ["pitch", "b"], nominal=["b"]) == {
+        "pitch": "offset",
+        "b": "classification",
+    }
+    assert resolve_head_modes({"b": "expectation", "other": "regression"}, names, ["b"]) == {
+        "a": "regression",
+        "b": "expectation",
+    }
     with pytest.raises(ValueError):
         resolve_head_modes("cumulative", names)
     with pytest.raises(ValueError):

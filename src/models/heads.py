@@ -35,6 +35,8 @@ record of it; its class is ``class_index`` of that value.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,11 +51,15 @@ CONTINUOUS_MODES = ("regression", "expectation", "offset")
 OTHER = "other"  # the key of a head_modes mapping for every head it does not name
 
 
-def resolve_head_modes(head_modes: str | dict, names: list[str]) -> dict[str, str]:
+def resolve_head_modes(
+    head_modes: str | dict, names: list[str], nominal: Collection[str] = ()
+) -> dict[str, str]:
     """One mode per head name: a single string for all, or a mapping {head: mode} whose
-    `other` entry covers the heads it does not name (classification without one). A mapping
-    with `other` may name heads the data lacks (a default meant for many datasets, e.g. a
-    pitch head); without it, every name must be a head (a typo is an error)."""
+    `other` entry covers the heads it does not name (classification without one), except the
+    `nominal` heads (class indices with no order, where a value between classes means
+    nothing): `other` leaves them classifiers. A mapping with `other` may name heads the data
+    lacks (a default meant for many datasets, e.g. a pitch head); without it, every name must
+    be a head (a typo is an error)."""
     if isinstance(head_modes, str):
         modes = dict.fromkeys(names, head_modes)
     else:
@@ -61,7 +67,9 @@ def resolve_head_modes(head_modes: str | dict, names: list[str]) -> dict[str, st
         unknown = set(head_modes) - set(names) - {OTHER}
         if unknown and OTHER not in head_modes:
             raise ValueError(f"head_modes names unknown heads {sorted(unknown)}; heads are {names}")
-        modes = {n: str(head_modes.get(n, rest)) for n in names}
+        modes = {
+            n: str(head_modes.get(n, "classification" if n in nominal else rest)) for n in names
+        }
     for name, mode in modes.items():
         if mode not in MODES:
             raise ValueError(f"head '{name}': unknown mode {mode!r}; expected one of {MODES}")

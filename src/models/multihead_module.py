@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from src.data.spec import INPUT_KINDS
+from src.data.vimh.classes import is_nominal
 from src.data.vimh.format import ParamSpec
 from src.errors import ConfigError
 from src.metrics import metric_key
@@ -107,7 +108,7 @@ class MultiheadModule(L.LightningModule):
         if len(set(names)) != len(names):
             raise ValueError(f"head names must be unique, got {names}")
         head_modes = _plain(head_modes)
-        modes = resolve_head_modes(head_modes, names)
+        modes = resolve_head_modes(head_modes, names, [s.name for s in specs if is_nominal(s)])
         self.save_hyperparameters(
             {
                 "net": net,
