@@ -203,7 +203,7 @@ def findings(results: dict[str, list[dict]], base: dict, base_sound: dict, heads
     best = max(mean, key=mean.get)
     ceiling = base["oracle_class"][score]
     lines.append(
-        f"- Highest mean score: `{best}` ({mean[best]:.3f}), {mean[best] / ceiling:.0%} of the "
+        f"- Highest mean score: `{best}` ({mean[best]:.3f}), {mean[best] / ceiling:.1%} of the "
         f"grid ceiling (`oracle_class`, {ceiling:.3f}); "
         + (
             "models above the ceiling by 3 standard errors (their estimates leave the class "
@@ -253,6 +253,15 @@ def findings(results: dict[str, list[dict]], base: dict, base_sound: dict, heads
         )
     ref = "nn_pixels"
     for metric, name in (("mss", "MSS"), ("lsd_db", "LSD")):
+        closest = {
+            m: statistics.fmean(r["sound"][f"{metric}/median"] for r in runs)
+            for m, runs in results.items()
+        }
+        top = min(closest, key=closest.get)
+        lines.append(
+            f"- Lowest mean {name} median of the models: `{top}` ({closest[top]:.3g}; "
+            f"`{ref}` {base_sound[ref][f'{metric}/median']:.3g})."
+        )
         both = [
             m
             for m, runs in results.items()
