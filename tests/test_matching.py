@@ -151,6 +151,22 @@ def test_refinement_finds_the_pitch_that_sounds(saw, one_thread):
     assert np.abs(grad.values["pitch"] - sounding).mean() < 0.2
 
 
+def test_refinement_works_after_an_inference_mode_evaluation(saw, one_thread):
+    """The metrics' cached filterbanks, first made under inference mode (as eval does), must
+    still serve a gradient search."""
+    from src.metrics import sound
+
+    sound._mel_bank.cache_clear()
+    dr = renderer_from_info(saw.info)
+    space = SearchSpace.of_renderer(dr.renderer)
+    target = torch.from_numpy(np.array(saw.audio("test")[:2]))
+    with torch.inference_mode():
+        sound.mel_power(torch.ones(1, 129, 3), dr.sample_rate)  # fills the cache
+    true = saw["test"].values()[:2]
+    start = space.encode({p.name: true[:, i] for i, p in enumerate(saw.params)}, [0.0, 0.0], None)
+    assert refine_gradient(space, target, start, steps=2).loss_end.shape == (2,)
+
+
 def test_refiner_options_are_checked():
     with pytest.raises(ValueError, match="method"):
         Refiner(method="newton")

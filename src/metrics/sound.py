@@ -31,17 +31,21 @@ def n_mels_for(n_fft: int) -> int:
     return min(128, n_fft // 8)
 
 
+# Cached constants are made outside inference mode: a tensor made inside it could never take
+# part in a computation autograd records (refinement differentiates through these banks).
 @functools.lru_cache(maxsize=32)
 def _mel_bank(n_fft: int, sample_rate: int, device: str) -> Tensor:
-    fb = torchaudio.functional.melscale_fbanks(
-        n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels_for(n_fft), sample_rate
-    )
-    return fb.to(device)
+    with torch.inference_mode(False):
+        fb = torchaudio.functional.melscale_fbanks(
+            n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels_for(n_fft), sample_rate
+        )
+        return fb.to(device)
 
 
 @functools.lru_cache(maxsize=8)
 def _dct(n_mels: int, device: str) -> Tensor:
-    return torchaudio.functional.create_dct(N_MFCC + 1, n_mels, "ortho")[:, 1:].to(device)
+    with torch.inference_mode(False):
+        return torchaudio.functional.create_dct(N_MFCC + 1, n_mels, "ortho")[:, 1:].to(device)
 
 
 def mel_power(power: Tensor, sample_rate: int) -> Tensor:
