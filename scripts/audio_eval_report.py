@@ -44,7 +44,18 @@ from src.paths import PROJECT_ROOT
 
 from mdreport import machine_line, update_section
 
-METRIC_ROWS = ("mrstft", "lsd_db", "snr_db", "si_sdr_db", "centroid_err_hz")
+METRIC_ROWS = (
+    "mss",
+    "lsd_db",
+    "sc",
+    "mfcc_dtw",
+    "f0_err_cents",
+    "rms_cos",
+    "mrstft",
+    "snr_db",
+    "si_sdr_db",
+    "centroid_err_hz",
+)
 
 
 def machine() -> str:
@@ -73,6 +84,16 @@ def run(args: list[str]) -> tuple[float, str]:
     return seconds, done.stdout + done.stderr
 
 
+def checkpoint_seed(ckpt: Path) -> str:
+    """The seed of the run a checkpoint belongs to (its .hydra config), or '?'."""
+    cfg = ckpt.parent.parent / ".hydra" / "config.yaml"
+    if cfg.exists():
+        from omegaconf import OmegaConf
+
+        return str(OmegaConf.load(cfg).get("seed", "?"))
+    return "?"
+
+
 def cell(stats: dict) -> str:
     return f"{stats['median']:.3g} ({stats['q25']:.3g} to {stats['q75']:.3g})"
 
@@ -89,12 +110,13 @@ def resynthesis_section(ckpt: Path, figures: Path, stamp: str) -> tuple[str, Pat
         ]
     )
     report = json.loads((out / "resynthesis" / "resynthesis_summary.json").read_text())
+    seed = checkpoint_seed(ckpt)
     s = report["summary"]
     names = list(s)
     heads = [k for k in s["model"] if k.startswith("abs_err_")]
     units = report["units"]
     lines = [
-        f"| metric | {' | '.join(names)} |",
+        f"| metric (one checkpoint: a single run, seed {seed}) | {' | '.join(names)} |",
         "|---|" + "---:|" * len(names),
     ]
     for m in (*METRIC_ROWS, *heads):
@@ -108,7 +130,9 @@ def resynthesis_section(ckpt: Path, figures: Path, stamp: str) -> tuple[str, Pat
 `python src/eval.py ckpt_path={ckpt.relative_to(PROJECT_ROOT)} callbacks=eval_audio` took
 **{seconds:.1f} s** from launch to exit (testing, the report on all {report["records"]} test
 records of `{Path(report["dataset"]).name}`, its CSV/JSON, 4 figures and 8 WAVs). Target:
-{report["target"]} notes. Median (first to third quartile) per record:
+{report["target"]} notes. Median (first to third quartile) per record, for this one
+checkpoint (seed {seed}); the spread over seeds of the same numbers is in
+[results.md](results.md) (three seeds of the default experiment):
 
 {chr(10).join(lines)}
 
