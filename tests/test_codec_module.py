@@ -19,7 +19,7 @@ from src.models.codec_module import CodecModule
 from src.models.tasks import read_checkpoint, task_of
 from src.train import train
 from tests.helpers.models import MODEL_DIR, stated_size
-from tests.helpers.runs import QUIET, raises_user_error
+from tests.helpers.runs import QUIET, WeightWatch, raises_user_error
 from tests.helpers.vimh import SAMPLE_RATE, make_vimh
 
 CODEC_CONFIGS = sorted(MODEL_DIR.glob("codec_*.yaml"))
@@ -175,5 +175,16 @@ def test_eval_rebuilds_the_codec_from_its_checkpoint(trained, sources, compose_c
 def test_the_codec_experiment_runs_end_to_end(sources, compose_cfg, one_thread):
     over = [o for o in overrides(sources) if o.startswith(("data", "~data", "+data"))]
     cfg = compose_cfg("train", ["experiment=codec_tiny", *over, "debug=fdr"])
-    metrics, objects = train(cfg)
-    assert isinstance(objects["model"], CodecModule) and "test/snr_db" in metrics
+    watch = WeightWatch()
+    metrics, objects = train(cfg, callbacks=[watch])
+    model = objects["model"]
+    assert isinstance(model, CodecModule)
+    # The experiment's codec (codec_5k: 4,089 parameters and 1,024 codebook entries, 12 bits
+    # a frame of 32 samples) took one optimizer step and was tested as the experiment says.
+    assert (model.param_counts["parameters"], model.param_counts["codebooks"]) == (4089, 1024)
+    assert watch.changed(), "no weight changed: the optimizer never stepped"
+    assert float(metrics["test/kbps"]) == pytest.approx(SAMPLE_RATE / 32 * 12 / 1000)
+    assert float(metrics["test/score"]) == float(metrics["test/snr_db"])  # the codec's score
+    for key in ("test/snr_db", "test/rec/snr_db", "val/snr_db", "test/mrstft"):
+        assert math.isfinite(float(metrics[key])), key
+    assert 0 < float(metrics["test/usage"]) <= 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
+from src.audio.io import load_clips
 from src.errors import ConfigError, DataError
 from src.eval import evaluate
 from src.metrics import metric_key
@@ -54,9 +57,23 @@ def test_fast_dev_run_trains_on_a_wav_folder(compose_cfg, one_thread, tmp_path):
         "debug=fdr",
     ]
     metrics, objects = train(compose_cfg("train", overrides))
-    assert objects["datamodule"].spec.frame_mean is not None
+    dm, model = objects["datamodule"], objects["model"]
     for key in ("test/score", "test/mean_frame/mse", "test/repeat_last/rollout_mse"):
-        assert key in metrics, key
+        assert math.isfinite(float(metrics[key])), key
+    # The baseline the model scores is the mean frame of the train files, imaged anew here,
+    # not that of every file (which differs: the files hold different tones).
+    train_files = sorted({c["file"] for c in dm.clip_sources["train"]})
+    all_files = sorted(str(p) for p in (tmp_path / "wavs").rglob("*.wav"))
+    assert 0 < len(train_files) < len(all_files) == 5
+
+    def mean_frame(files: list[str]) -> torch.Tensor:
+        clips, _ = load_clips([Path(f) for f in files], 8000, dm.clip_samples, dm.clip_hop)
+        unit = dm.imager(clips)[:, dm.channel].double() / 255.0  # (N, H, W)
+        return unit.mean(dim=(0, 2))
+
+    expected = mean_frame(train_files)
+    assert torch.allclose(model.frame_mean.double(), expected, atol=1e-6)
+    assert (mean_frame(all_files) - expected).abs().max() > 0.01
 
 
 def read_csv(path: Path) -> list[dict]:
