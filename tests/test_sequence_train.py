@@ -61,19 +61,24 @@ def test_fast_dev_run_trains_on_a_wav_folder(compose_cfg, one_thread, tmp_path):
     for key in ("test/score", "test/mean_frame/mse", "test/repeat_last/rollout_mse"):
         assert math.isfinite(float(metrics[key])), key
     # The baseline the model scores is the mean frame of the train files, imaged anew here,
-    # not that of every file (which differs: the files hold different tones).
+    # not that of every file (which differs: the files hold different tones), and averaged in
+    # linear power, not in log-mel (which differs too).
     train_files = sorted({c["file"] for c in dm.clip_sources["train"]})
     all_files = sorted(str(p) for p in (tmp_path / "wavs").rglob("*.wav"))
     assert 0 < len(train_files) < len(all_files) == 5
 
-    def mean_frame(files: list[str]) -> torch.Tensor:
+    def mean_frame(files: list[str], in_power: bool = True) -> torch.Tensor:
         clips, _ = load_clips([Path(f) for f in files], 8000, dm.clip_samples, dm.clip_hop)
-        unit = dm.imager(clips)[:, dm.channel].double() / 255.0  # (N, H, W)
-        return unit.mean(dim=(0, 2))
+        unit = dm.imager(clips)[:, dm.channel].double() / 255.0  # (N, H, W), dB over [-80, 0]
+        if not in_power:
+            return unit.mean(dim=(0, 2))
+        power = 10.0 ** ((-80.0 + 80.0 * unit) / 10.0)
+        return (10.0 * power.mean(dim=(0, 2)).log10() + 80.0) / 80.0
 
     expected = mean_frame(train_files)
     assert torch.allclose(model.frame_mean.double(), expected, atol=1e-6)
     assert (mean_frame(all_files) - expected).abs().max() > 0.01
+    assert (mean_frame(train_files, in_power=False) - expected).abs().max() > 0.01
 
 
 def read_csv(path: Path) -> list[dict]:
