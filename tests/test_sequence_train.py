@@ -139,6 +139,21 @@ def test_training_logs_the_model_beside_its_baselines_and_writes_the_report(trai
             assert f"example_{i:03d}_{kind}.wav" in names
 
 
+def test_fitted_baselines_score_like_the_module(trained):
+    """src/evaluation/sequence_baselines.py scores repeat-last and the mean frame on the same
+    windows with the same numbers the module logged; its linear AR beats the mean frame."""
+    from src.evaluation.sequence_baselines import sequence_baselines
+
+    metrics, objects, _ = trained
+    out = sequence_baselines(objects["datamodule"])["metrics"]
+    for p in ("repeat_last", "mean_frame"):
+        for name in ("mse", "mse_db", "centroid_err", "rollout_mse", "rollout_entropy_err"):
+            key = metric_key("test", name, p)
+            assert out[key] == pytest.approx(float(metrics[key]), rel=1e-4), key
+    ar, mean = (out[metric_key("test", "mse", p)] for p in ("linear_ar", "mean_frame"))
+    assert ar < mean
+
+
 def test_eval_reproduces_the_test_metrics_and_writes_the_report(compose_cfg, one_thread, trained):
     metrics, objects, _ = trained
     best = objects["trainer"].checkpoint_callback.best_model_path
