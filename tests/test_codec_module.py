@@ -150,6 +150,36 @@ def test_training_logs_the_codec_metrics_and_writes_the_report(trained):
     assert {"original.wav", "model.wav", "mulaw_4bit.wav", "down_2000Hz.wav"} <= wavs
 
 
+def test_coded_bitrate_uses_tables_fitted_on_the_training_clips(trained):
+    """test/coded_kbps, recomputed here: the tested weights' codes of the training clips give
+    each stage's table (add-one smoothed), applied to the in-distribution test clips' codes."""
+    _out, metrics, objects = trained
+    model, dm = objects["model"], objects["datamodule"]
+    model.eval()
+    sizes = model.net.quantizer.codebook_sizes
+
+    def histogram(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            codes = model(x)[1].codes  # (B, S, F)
+        return torch.stack(
+            [torch.bincount(codes[:, s].flatten(), minlength=max(sizes)) for s in range(len(sizes))]
+        ).double()
+
+    train_x, _ = dm.tensors("train")
+    test_x, src = dm.tensors("test")
+    inside = torch.tensor([dm.source_names[int(g)] not in dm.heldout for g in src])
+    table, counts = histogram(train_x), histogram(test_x[inside])
+    bits = 0.0
+    for s, k in enumerate(sizes):
+        q = (table[s, :k] + 1) / (table[s, :k] + 1).sum()
+        p = counts[s, :k] / counts[s, :k].sum()
+        bits += float(-(p * q.log2()).sum())
+    expected = bits * model.net.frame_rate / 1000
+    assert metrics["test/coded_kbps"] == pytest.approx(expected, rel=1e-4)
+    # Tables fitted elsewhere cost more than the test codes' own entropy (Gibbs).
+    assert metrics["test/coded_kbps"] > metrics["test/entropy_kbps"]
+
+
 def test_eval_rebuilds_the_codec_from_its_checkpoint(trained, sources, compose_cfg):
     _out, metrics, objects = trained
     ckpt = objects["trainer"].checkpoint_callback.best_model_path

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -33,14 +34,14 @@ BATCH = 64  # records measured at once (the STFT distances hold a few spectrogra
 
 @dataclass
 class System:
-    """One codec's results: bitrate (`kbps`; for a model, `entropy_kbps` too) and per-record
-    metric values."""
+    """One codec's results: bitrate (`kbps`; for a model, `coded_kbps` too: entropy-coded
+    with tables fitted on the training codes) and per-record metric values."""
 
     name: str
     family: str
     kbps: float
     values: dict[str, Tensor]
-    entropy_kbps: float | None = None
+    coded_kbps: float | None = None
     extra: dict = field(default_factory=dict)
 
     def means(self, mask: Tensor | None = None) -> dict[str, float]:
@@ -70,7 +71,7 @@ def compare_codecs(
     stoi: bool = False,
 ) -> tuple[list[System], dict[str, Tensor]]:
     """The model's (N, T) reconstructions and every baseline's, measured against `original`.
-    `model`: {"name", "kbps", "entropy_kbps"}. Returns the systems and the renderings."""
+    `model`: {"name", "kbps", "coded_kbps"}. Returns the systems and the renderings."""
     original, decoded = original.float().cpu(), decoded.float().cpu()
     systems = [
         System(
@@ -78,7 +79,7 @@ def compare_codecs(
             "model",
             float(model["kbps"]),
             measure(decoded, original, sample_rate, stoi),
-            entropy_kbps=model.get("entropy_kbps"),
+            coded_kbps=model.get("coded_kbps"),
         )
     ]
     renders = {"original": original, model["name"]: decoded}
@@ -123,13 +124,13 @@ def write_codec_report(
     held = torch.tensor([source_names[int(s)] in heldout for s in sources], dtype=torch.bool)
     metrics = list(systems[0].values)
     written = []
-    header = ["system", "family", "kbps", "entropy_kbps", *metrics]
+    header = ["system", "family", "kbps", "coded_kbps", *metrics]
     rows = [
         [
             s.name,
             s.family,
             s.kbps,
-            s.entropy_kbps if s.entropy_kbps is not None else "",
+            s.coded_kbps if s.coded_kbps is not None else "",
             *s.means(~held).values(),
         ]
         for s in systems
@@ -155,7 +156,7 @@ def write_codec_report(
                 "name": s.name,
                 "family": s.family,
                 "kbps": s.kbps,
-                "entropy_kbps": s.entropy_kbps,
+                "coded_kbps": s.coded_kbps,
                 "metrics": s.means(~held),
                 "per_source": {
                     n: s.means(sources == g)
@@ -196,7 +197,7 @@ def rate_distortion_figure(
                 ax.axhline(value, color="grey", ls=":", lw=1, label=f"{s['name']} (0 kbps)")
     systems = [s for s in systems if s["kbps"] > 0]
     families = list(dict.fromkeys(s["family"] for s in systems if s["family"] != "model"))
-    markers = dict(zip(families, "osd^v"))
+    markers = dict(zip(families, itertools.cycle("osd^v<>ph")))
     for ax, metric in zip(axes[0], panels):
         for fam in families:
             pts = sorted(
