@@ -375,12 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = collect(args.out)
     ctx = context()
     ctx["why"] = grid_why(study_facts(runs, args.out))
-    ctx["baselines"] = {task: baselines(data, args.out) for task, data in TASKS.items()}
-    model = BACKENDS[MASK_BACKENDS[0]].model
-    ctx["probes"] = {
-        "full": probes(TASKS[MASK_TASK], model, None, args.out),
-        "masked": probes(TASKS[MASK_TASK], model, MASK, args.out),
-    }
+    ran = {r.config for r in runs if r.metrics}
+    # Baselines and probes only for what ran (each may generate a dataset first).
+    tasks = {c.task for c in ran}
+    ctx["baselines"] = {t: baselines(data, args.out) for t, data in TASKS.items() if t in tasks}
+    ctx["probes"] = None
+    if any(c.task == MASK_TASK and c.mask == MASKED for c in ran):
+        model = BACKENDS[MASK_BACKENDS[0]].model
+        ctx["probes"] = {
+            "full": probes(TASKS[MASK_TASK], model, None, args.out),
+            "masked": probes(TASKS[MASK_TASK], model, MASK, args.out),
+        }
     write_report(runs, args.markdown, args.figures, ctx)
     return 0
 

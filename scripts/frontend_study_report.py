@@ -235,6 +235,8 @@ def gains_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
 
 def sweeps_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     task, backend = ctx["sweep"]
+    if task not in ctx["baselines"]:
+        return [f"No runs of {task} in this study folder.", ""]
     heads = heads_in(ctx["baselines"][task]["train_mean"])  # in the dataset's order
     lines = [
         f"All on {task} with {backend}; n_mels 40 and the mel init unless varied.",
@@ -262,6 +264,8 @@ def sweeps_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
 def maskout_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     task, head, mask, backends = ctx["mask"]
     band = f"STFT bins [{mask[0]}, {mask[1]})"
+    if not ctx.get("probes"):
+        return [f"No mask-out runs ({task}, {band}) in this study folder.", ""]
     lines = [
         f"The {head} head of {task}: {band} zeroed in the power spectrum. First, what probes "
         f"fitted with the true labels read from the fixed front-end's output (test skill per "
@@ -427,7 +431,9 @@ def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> N
         "",
     ]
     for task in ctx["tasks"]:
-        if task in ctx["claim_tasks"]:
+        if task not in ctx["baselines"]:
+            lines.append(f"- **{task}**: no runs of this task in this study folder.")
+        elif task in ctx["claim_tasks"]:
             lines += claims(groups, task, ctx)
         else:
             lines.append(
@@ -458,6 +464,8 @@ def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> N
         "",
     ]
     for task in ctx["tasks"]:
+        if task not in ctx["baselines"]:  # no run of it: nothing to tabulate
+            continue
         cells = [([b, s], Config(task, b, s)) for b in backends for s in SETTINGS]
         lines += [
             f"**{task}**",

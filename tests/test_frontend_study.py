@@ -487,3 +487,24 @@ def test_the_report_states_the_verdict_and_the_missing_cells(tmp_path, study, on
     assert "**linear**: the mask costs the fixed front-end +0.300 ± 0.004 of cutoff skill" in page
     assert "`both` wins back +0.100 ± 0.004 (t +24.5), +33% of the loss" in page
     assert (tmp_path / "figures" / "gains.png").is_file()
+
+
+def test_a_study_folder_of_the_main_table_alone_says_what_did_not_run(tmp_path, study, one_thread):
+    """Only the saw main table ran: no moog_hard tables, no mask-out probes, said in words."""
+    from src.metrics.baselines import BASELINES
+
+    from frontend_study_report import write_report
+
+    for setting, add in (("fixed", 0.0), ("both", 0.05)):
+        for seed, noise in enumerate((-0.005, 0.0, 0.005)):
+            m = scored(0.5 + add + noise, 0 if setting == "fixed" else 71_208, 4_800)
+            fake_job(tmp_path, study, Config("saw", "cnn5k", setting), seed, m)
+    base = {n: {"test/score": 0.0, "test/pitch/mae": 1.0} for n in BASELINES}
+    ctx = study.context() | {"baselines": {"saw": base}, "probes": None}
+    md = tmp_path / "study.md"
+    md.write_text("<!-- frontend_study:start -->\n<!-- frontend_study:end -->\n")
+    write_report(study.collect(tmp_path), md, tmp_path / "figures", ctx)
+    page = md.read_text()
+    assert "- **moog_hard**: no runs of this task in this study folder." in page
+    assert "No mask-out runs (moog_hard, STFT bins [4, 35)) in this study folder." in page
+    assert "**moog_hard**\n" not in page and "**saw, claim 1" in page
