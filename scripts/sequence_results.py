@@ -191,6 +191,8 @@ def compute_baselines(args: argparse.Namespace, root: Path) -> dict:
     out = sequence_baselines(dm)
     out["seconds"] = time.perf_counter() - started
     out["context"], out["horizon"] = dm.context, dm.horizon
+    out["test_windows"] = len(dm.windows("test"))
+    out["test_records"] = dm.splits["test"].n_records
     root.mkdir(parents=True, exist_ok=True)
     (root / "baselines.json").write_text(json.dumps(out, indent=1))
     return out
@@ -316,13 +318,16 @@ def report_tables(
         f"differ from these by at most {logged_difference(results, base['metrics']):.1e} "
         "(relative).",
         "",
-        "One step (each of the 16 horizon frames of a test window predicted from the true "
-        "frames before it):",
+        f"Test: {base['test_windows']:,} windows of {base['context']} + {base['horizon']} "
+        f"frames from the {base['test_records']:,} test phrases. One step (each of the "
+        f"{base['horizon']} horizon frames of a test window predicted from the true frames "
+        "before it):",
         "",
         *markdown_table(*tables["one step"]),
         "",
-        "Rollout (primed with the 32 context frames, the 16 horizon frames generated from "
-        "the model's own output; errors averaged over the 16 steps):",
+        f"Rollout (primed with the {base['context']} context frames, the {base['horizon']} "
+        "horizon frames generated from the model's own output; errors averaged over the "
+        "steps):",
         "",
         *markdown_table(*tables["rollout"]),
         "",
