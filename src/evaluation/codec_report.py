@@ -4,8 +4,8 @@
 (`src/metrics/codec.py`); `write_codec_report` writes into a folder:
 - `codec_metrics.csv` / `.json`: one row per system (its bitrate and the mean of each metric
   over the in-distribution records), and the same per source (`codec_metrics_per_source.csv`);
-- `rate_distortion.png`: SNR (and STOI where measured) against kbps, baselines as lines by
-  family, the model(s) as points;
+- `rate_distortion.png`: SNR, log-mel distance (and STOI where measured) against kbps,
+  baselines as lines by family, the model(s) as points;
 - `listen/<n>_<source>/<system>.wav`: the original, the model's and each baseline's rendering
   of a few clips.
 """
@@ -181,14 +181,16 @@ def write_codec_report(
 def rate_distortion_figure(
     systems: list[dict], path: Path, title: str | None = None, spread: dict | None = None
 ) -> Path:
-    """SNR (and STOI, when measured) against kbps: one line per baseline family, one point per
-    model (`spread`: {model name: {metric: std}} draws error bars). Log kbps axis."""
+    """SNR, log-mel distance (and STOI, when measured) against kbps: one line per baseline
+    family, one point per model (`spread`: {model name: {metric: std}} draws error bars). Log
+    kbps axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [m for m in ("snr_db", "stoi") if any(m in s["metrics"] for s in systems)]
+    metrics = ("snr_db", "logmel_db", "stoi")
+    panels = [m for m in metrics if any(m in s["metrics"] for s in systems)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for s in systems:  # a 0 kbps system (silence) has no place on a log axis: a level line
         if s["kbps"] <= 0:
@@ -220,8 +222,8 @@ def rate_distortion_figure(
             )
         ax.set_xscale("log")
         ax.set_xlabel("bitrate (kbit/s)")
-        label = {"snr_db": "SNR (dB)", "stoi": "STOI"}[metric]
-        ax.set_ylabel(label + (" ↑" if metric in HIGHER_IS_BETTER else ""))
+        label = {"snr_db": "SNR (dB)", "logmel_db": "log-mel distance (dB)", "stoi": "STOI"}[metric]
+        ax.set_ylabel(label + (" ↑" if metric in HIGHER_IS_BETTER else " ↓"))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     if title:
