@@ -202,8 +202,7 @@ def study_facts(runs: list[Run], out: Path) -> dict:
 def train_records(data: str) -> int:
     """Training notes the default task's runs draw from (after the validation carve)."""
     _, dm = datamodule(data)
-    dm.setup()
-    return len(dm.tensors("train")[1])
+    return dm.num_records("train")  # reads no record
 
 
 def best_val_score(job: Path) -> float | None:
