@@ -138,7 +138,7 @@ def grid_why(facts: dict) -> str:
 The full cross product the issue names ({" x ".join(f"{v} {k}" for k, v in FULL_GRID.items())}
 = {full:,} runs) does not fit a shared 2-core CPU{took}. So the study runs the cells that
 decide the claims, in this order of priority (`cells_in_order()` in
-`scripts/frontend_study.py`; cells listed below as missing did not fit):
+`scripts/frontend_study.py`; cells listed below as missing were not run):
 
 1. **Settings x back-ends** on the default task ({SWEEP_TASK}) at n_mels 40 with the mel init,
    for the linear back-end (heads on the log-mel) and the ConvNet at about 5k back-end

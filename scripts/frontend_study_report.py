@@ -402,10 +402,11 @@ def missing_cells(groups, ctx: dict) -> list[str]:
     if not short:
         return [f"Every planned cell finished ({len(ctx['cells'])} cells)."]
     return [
-        f"Missing or short of seeds ({len(short)} of {len(ctx['cells'])} planned cells; they "
-        "did not fit the time budget: a cell with no finished seed is absent from the tables "
-        "below, a short one shows its seed count, and a gain with one seed on a side has no "
-        "error and never counts): " + "; ".join(short) + "."
+        f"Missing or short of seeds ({len(short)} of {len(ctx['cells'])} planned cells; not "
+        "finished in this study folder, for lack of time or because the study was run with "
+        "`--only`: a cell with no finished seed is absent from the tables below, a short one "
+        "shows its seed count, and a gain with one seed on a side has no error and never "
+        "counts): " + "; ".join(short) + "."
     ]
 
 
