@@ -6,10 +6,14 @@
 Each (model, seed) runs `experiment=codec_tiny` with that model through `src/train.py`'s task
 function (the best-validation checkpoint is tested; the per-run codec report is off, since
 the baselines do not depend on the model). The baselines (silence, mu-law PCM, downsampling,
-MP3 where lameenc is installed) are measured once on the same test clips. Reported: weights,
-nominal and entropy-coded kbps, SNR, SI-SDR, PSNR, MR-STFT distance, STOI (where pystoi is
-installed) over the in-distribution test clips, and SNR on the held-out kind of sound, as
-mean ± std over seeds; the rate-distortion figure goes beside the markdown file.
+MP3 where lameenc is installed, and at each model's bitrate exactly: downsampling + fewer-bit
+mu-law, 2-bit ADPCM) are measured once on the same test clips. Reported: weights, nominal kbps,
+the entropy-coded kbps (static tables fitted on the training split's codes, applied to the test
+codes), codebook usage, SNR, SI-SDR, PSNR, MR-STFT and log-mel distances, STOI (where pystoi
+is installed) over the in-distribution test clips, and SNR on the held-out kind of sound, as
+mean ± std over seeds; then each model against the classic codecs at exactly its bitrate, a
+difference counted only when it is at least 3 standard errors of the model's seed mean. The
+rate-distortion figure goes beside the markdown file.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -43,7 +48,8 @@ QUIET = [
     "extras.print_config=false",
     "extras.enforce_tags=false",
 ]
-COLUMNS = ("snr_db", "si_sdr_db", "psnr_db", "mrstft", "stoi")
+COLUMNS = ("snr_db", "si_sdr_db", "psnr_db", "mrstft", "logmel_db", "stoi")
+T_BEATS = 3.0  # standard errors of a model's seed mean a difference needs to count
 
 
 def run_one(model: str, epochs: int, seed: int, out: Path, extra: list[str]) -> dict:
@@ -62,28 +68,35 @@ def run_one(model: str, epochs: int, seed: int, out: Path, extra: list[str]) -> 
     }
 
 
-def baseline_rows(stoi: bool) -> tuple[list[dict], list[str]]:
-    """Every baseline's means on the in-distribution test clips, and the held-out kind's SNR."""
+def baseline_rows(stoi: bool, at_kbps: list[float]) -> tuple[list[dict], list[str], dict]:
+    """Every baseline's means on the in-distribution test clips and the held-out kind's SNR,
+    the held-out kinds, and the test clips counted per source."""
     cfg = compose_config("train", ["experiment=codec_tiny"])
     dm = build_datamodule(cfg.data, cfg.paths.data_dir)
     x, src = dm.tensors("test")
     held = torch.tensor([dm.source_names[int(s)] in dm.heldout for s in src])
+    counts = {
+        "seconds": x.shape[-1] / dm.sample_rate,
+        "sample_rate": dm.sample_rate,
+        "per_source": {n: int((src == g).sum()) for g, n in enumerate(dm.source_names)},
+    }
     model = {"name": "identity", "kbps": 0.0}  # placeholder row, dropped below
     systems, _ = compare_codecs(
-        x[:, 0], x[:, 0], dm.sample_rate, model, baselines(dm.sample_rate), stoi
+        x[:, 0], x[:, 0], dm.sample_rate, model, baselines(dm.sample_rate, at_kbps=at_kbps), stoi
     )
     rows = []
-    for s in systems[1:]:
+    for s, b in zip(systems[1:], baselines(dm.sample_rate, at_kbps=at_kbps), strict=True):
         rows.append(
             {
                 "name": s.name,
                 "family": s.family,
                 "kbps": s.kbps,
+                "nominal_kbps": b.kbps,
                 "metrics": s.means(~held),
                 "heldout_snr": s.means(held)["snr_db"] if held.any() else float("nan"),
             }
         )
-    return rows, list(dm.heldout)
+    return rows, list(dm.heldout), counts
 
 
 def run_values(runs: list[dict], name: str, source: str | None = None) -> list[float]:
@@ -123,18 +136,21 @@ def main() -> None:
             run = run_one(model, args.epochs, seed, out / f"{model}_seed{seed}", args.overrides)
             results.setdefault(model, []).append(run)
             (out / "results.json").write_text(json.dumps(results, indent=1))
-    base, heldout = baseline_rows(stoi)
+    model_kbps = sorted({runs[0]["kbps"] for runs in results.values()})
+    base, heldout, counts = baseline_rows(stoi, model_kbps)
     held_name = "/".join(heldout) or "held-out"
 
     cols = [
         "codec",
         "weights",
         "kbps",
-        "entropy kbps",
+        "coded kbps",
+        "usage",
         "SNR dB",
         "SI-SDR dB",
         "PSNR dB",
         "MR-STFT",
+        "log-mel dB",
         "STOI",
         f"SNR dB on {held_name} (held out)",
     ]
@@ -147,11 +163,13 @@ def main() -> None:
                 f"{model} ({len(runs)} seeds)",
                 f"{runs[0]['weights']:,}",
                 f"{runs[0]['kbps']:.1f}",
-                cell(get("entropy_kbps"), ".1f"),
+                cell(get("coded_kbps"), ".2f"),
+                cell(get("usage"), ".3f"),
                 cell(get("snr_db"), ".2f"),
                 cell(get("si_sdr_db"), ".2f"),
                 cell(get("psnr_db"), ".1f"),
                 cell(get("mrstft"), ".2f"),
+                cell(get("logmel_db"), ".2f"),
                 cell(get("stoi"), ".3f"),
                 cell(held, ".2f"),
             ]
@@ -177,16 +195,19 @@ def main() -> None:
                 "-",
                 f"{b['kbps']:.1f}",
                 "-",
+                "-",
                 f"{mt['snr_db']:.2f}",
                 f"{mt['si_sdr_db']:.2f}",
                 f"{mt['psnr_db']:.1f}",
                 f"{mt['mrstft']:.2f}",
+                f"{mt['logmel_db']:.2f}",
                 f"{mt['stoi']:.3f}" if "stoi" in mt else "-",
                 f"{b['heldout_snr']:.2f}",
             ]
         )
     lines = markdown_table(cols, rows)
-    print("\n".join(lines))
+    versus = markdown_table(*at_bitrate_rows(results, base))
+    print("\n".join([*lines, "", *versus]))
     if args.markdown:
         md = Path(args.markdown)
         figure = md.parent / "figures" / "codec" / "rate_distortion.png"
@@ -198,6 +219,15 @@ def main() -> None:
             f"python scripts/codec_report.py --models {' '.join(args.models)} "
             f"--seeds {args.seeds} --epochs {args.epochs} --markdown {args.markdown}"
         )
+        inside = {n: c for n, c in counts["per_source"].items() if n not in heldout}
+        outside = {n: c for n, c in counts["per_source"].items() if n in heldout}
+        clips = (
+            f"Test clips: {sum(inside.values())} in-distribution ("
+            + ", ".join(f"{n} {c}" for n, c in inside.items())
+            + f") and {sum(outside.values())} held out ("
+            + ", ".join(f"{n} {c}" for n, c in outside.items())
+            + f"), each {counts['seconds']:g} s at {counts['sample_rate']:,} Hz."
+        )
         body = "\n".join(
             [
                 "## Results",
@@ -205,18 +235,67 @@ def main() -> None:
                 f"`{command}`: each model trained {args.epochs} epochs (`experiment=codec_tiny`) "
                 f"with seeds 1..{args.seeds}, the best-validation checkpoint tested; mean ± std "
                 f"over seeds. Baselines measured once on the same test clips. Means over the "
-                f"in-distribution test clips (saw, Moog, noise); the last column is the held-out "
-                f"kind. kbps: computed from the architecture (models), exact (PCM), or measured "
-                f"from the bytes written (MP3).",
+                f"in-distribution test clips; the last column is the held-out kind. {clips} "
+                "kbps: computed from the architecture (models), exact (PCM, downsampling), or "
+                "measured from the bytes written (MP3, ADPCM). *coded kbps*: the models' codes "
+                "entropy-coded with static per-stage tables fitted on the training clips' codes "
+                "(add-one smoothed) and applied to the test clips' codes. *usage*: the share of "
+                "codebook entries the test codes use (stage mean). *log-mel dB*: per frame the "
+                "RMS over 64 mel bands of the dB difference, averaged over frames.",
                 "",
                 f"Machine: {machine_line()}.",
                 "",
                 *lines,
                 "",
+                f"Each model against the classic codecs at exactly its bitrate (payload bits "
+                f"a second; ADPCM's block headers add a little, its measured kbps in the table "
+                f"above): the baseline's figure minus the model's seed mean, and t, that gap in "
+                f"standard errors of the model's mean; a side is better only at |t| >= "
+                f"{T_BEATS:g}.",
+                "",
+                *versus,
+                "",
                 f"![rate-distortion](figures/codec/{figure.name})",
             ]
         )
         update_section(md, "codec_report", body)
+
+
+def compare(model_values: list[float], baseline: float, higher_is_better: bool) -> str:
+    """ "<baseline> - <model mean>, t = ..: <verdict>" by the T_BEATS rule."""
+    values = [v for v in model_values if v == v]
+    gap = baseline - statistics.fmean(values)
+    if len(values) < 2:
+        return f"{gap:+.2f} (one run)"
+    se = statistics.stdev(values) / len(values) ** 0.5
+    t = gap / se if se > 0 else math.copysign(math.inf, gap) if gap else 0.0
+    baseline_ahead = t >= T_BEATS if higher_is_better else t <= -T_BEATS
+    model_ahead = t <= -T_BEATS if higher_is_better else t >= T_BEATS
+    word = (
+        "baseline better" if baseline_ahead else "model better" if model_ahead else "within noise"
+    )
+    return f"{gap:+.2f}, t = {t:.1f}: {word}"
+
+
+def at_bitrate_rows(results: dict[str, list[dict]], base: list[dict]) -> tuple[list, list]:
+    """Per model, every baseline whose nominal bitrate is the model's: SNR and log-mel."""
+    cols = ["model", "kbps", "baseline", "SNR dB: baseline - model", "log-mel dB: baseline - model"]
+    rows = []
+    for model, runs in results.items():
+        kbps = runs[0]["kbps"]
+        for b in base:
+            if not math.isclose(b["nominal_kbps"], kbps, rel_tol=1e-9):
+                continue
+            rows.append(
+                [
+                    model,
+                    f"{kbps:.1f}",
+                    f"{b['name']} ({b['family']})",
+                    compare(run_values(runs, "snr_db"), b["metrics"]["snr_db"], True),
+                    compare(run_values(runs, "logmel_db"), b["metrics"]["logmel_db"], False),
+                ]
+            )
+    return cols, rows
 
 
 if __name__ == "__main__":

@@ -8,18 +8,21 @@ Every job is `src/train.py`'s task function on a `data=<task>_audio` dataset wit
 `<out>/<job name>/` laid out like a Hydra multirun job (`.hydra/overrides.yaml`,
 `metrics.json`), so `scripts/collect_runs.py <out>` reads it too. A job whose `metrics.json`
 exists is not run again: an interrupted study continues where it stopped, and `--report-only`
-rewrites the doc from the finished runs. The grid (GRID_WHY says which subset and why) is in
-`jobs()`; the analysis is `src/evaluation/frontend_study.py`, the report
-`scripts/frontend_study_report.py`.
+rewrites the doc from the finished runs. The grid (`grid_why` says which subset and why, with
+figures measured from the runs) is in `jobs()`; the analysis is
+`src/evaluation/frontend_study.py`, the report `scripts/frontend_study_report.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import re
 import shutil
+import statistics
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -28,15 +31,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from src.evaluation.frontend_study import SETTINGS, Config, Run
+from src.evaluation.frontend_study import SETTINGS, VAL_SCORE, Config, Run
 from src.paths import PROJECT_ROOT
 
 from collect_runs import read_multirun
 
 SEEDS = (0, 1, 2)
 TASKS = {"saw": "saw_audio", "moog_hard": "moog_hard_audio"}
-# Every run: 6 epochs of 32 batches of 128 notes (24,576 notes, under two passes over the
-# 13,107 training notes), validation on the whole val split each epoch, the best epoch tested.
+# Every run: 6 epochs of 32 batches of 128 notes, validation on the whole val split each
+# epoch, the best epoch tested.
 BUDGET = {"trainer.max_epochs": 6, "trainer.limit_train_batches": 32}
 
 
@@ -103,21 +106,46 @@ def cells_in_order() -> list[Config]:
     )
 
 
-GRID_WHY = f"""\
-The full cross product the issue names (4 settings x 3 inits x 3 n_mels x 5 back-ends x 2
-tasks x 3 seeds = 1,080 runs) does not fit a shared 2-core CPU: the runs here took 1 to 14
-minutes each at low priority beside other jobs (much longer while a benchmark held both cores),
-and the study had under two hours. So the study runs the cells that decide the claims, in
-this order of priority (`cells_in_order()` in `scripts/frontend_study.py`; cells listed
-below as missing did not fit):
+# The cross product the issue names: settings x inits x n_mels x back-ends x tasks x seeds.
+FULL_GRID = {"settings": 4, "inits": 3, "n_mels": 3, "back-ends": 5, "tasks": 2, "seeds": 3}
+
+
+def grid_why(facts: dict) -> str:
+    """Which subset of the grid runs and why. Measured facts come from `facts` (computed by
+    `study_facts` from the runs and the data; a missing one is left unsaid, never typed)."""
+    full = math.prod(FULL_GRID.values())
+    minutes = facts.get("minutes")
+    took = (
+        f": the runs here took {minutes[0]:.0f} to {minutes[1]:.0f} minutes each at low "
+        "priority beside other jobs"
+        if minutes
+        else ""
+    )
+    slow = facts.get("slowest")
+    slowest = (
+        f"; at a median {slow[1]:.0f} minutes a run, the slowest back-end on this CPU"
+        if slow and slow[0] == "bc0.5"
+        else ""
+    )
+    notes = BUDGET["trainer.max_epochs"] * BUDGET["trainer.limit_train_batches"] * 128
+    n_train = facts.get("train_records")
+    passes = (
+        f" ({notes / n_train:.1f} passes over the {n_train:,} training notes)" if n_train else ""
+    )
+    lrs = facts.get("config_frontend_lrs")
+    own = f" ({', '.join(f'{v:g}' for v in lrs)})" if lrs else ""
+    return f"""\
+The full cross product the issue names ({" x ".join(f"{v} {k}" for k, v in FULL_GRID.items())}
+= {full:,} runs) does not fit a shared 2-core CPU{took}. So the study runs the cells that
+decide the claims, in this order of priority (`cells_in_order()` in
+`scripts/frontend_study.py`; cells listed below as missing were not run):
 
 1. **Settings x back-ends** on the default task ({SWEEP_TASK}) at n_mels 40 with the mel init,
    for the linear back-end (heads on the log-mel) and the ConvNet at about 5k back-end
    parameters, then the ConvNet at about 80k with `fixed` and `both` (a back-end of a few
    thousand plus a trainable STFT has about 80k trainable parameters: this is the
    matched-parameter comparison), then its other two settings, then BC-ResNet-0.5 (the seed
-   paper's back-end family; at 5-14 minutes a run on this CPU it comes last). The claims are
-   decided on this table.
+   paper's back-end family{slowest}; it comes last). The claims are decided on this table.
 2. **Mask-out** of the {MASK_HEAD} range (STFT bins [{MASK[0]}, {MASK[1]})) on the {MASK_TASK}
    task, `fixed` and `both`, each with and without the mask (the unmasked runs are the
    reference for what the mask costs): first with the 5k ConvNet, then, because that one
@@ -133,10 +161,61 @@ n_mels 20, the linear init and a front-end learning-rate sweep.
 Every cell has {len(SEEDS)} seeds (the seed sets the weights, the data order and a random
 filterbank). The budget is short and the same for every run: \
 {BUDGET["trainer.max_epochs"]} epochs of {BUDGET["trainer.limit_train_batches"]} batches of 128
-notes (under two passes over the 13,107 training notes); the best validation epoch is tested
-on the whole test split. The front-end learns at {LR:g} with every back-end (the model
-configs give it a tenth of each back-end's rate, 1e-3 or 3e-4, which differ between back-ends
-and barely move it in this budget)."""
+notes{passes}; the best validation epoch is tested on the whole test split. The front-end learns
+at {LR:g} with every back-end (the model configs give it a tenth of each back-end's
+rate{own}, which differ between back-ends and barely move it in this budget)."""
+
+
+def study_facts(runs: list[Run], out: Path) -> dict:
+    """What `grid_why` states, measured: minutes per finished run (first to last), the slowest
+    back-end's median, the default task's training notes, the model configs' front-end rates."""
+    from omegaconf import OmegaConf
+
+    from src.paths import CONFIG_DIR
+
+    per_run, by_backend = [], {}
+    for r in runs:
+        job = Path(r.output_dir)
+        done, begun = job / "metrics.json", job / ".hydra" / "overrides.yaml"
+        if done.is_file() and begun.is_file():
+            minutes = (done.stat().st_mtime - begun.stat().st_mtime) / 60
+            per_run.append(minutes)
+            by_backend.setdefault(r.config.backend, []).append(minutes)
+    facts: dict = {}
+    if per_run:
+        facts["minutes"] = (min(per_run), max(per_run))
+        medians = {b: statistics.median(v) for b, v in by_backend.items()}
+        slowest = max(medians, key=medians.get)
+        facts["slowest"] = (slowest, medians[slowest])
+    facts["train_records"] = cached(
+        out / f"train_records_{TASKS[SWEEP_TASK]}.json",
+        lambda: {"n": train_records(TASKS[SWEEP_TASK])},
+    )["n"]
+    lrs = {
+        float(OmegaConf.load(CONFIG_DIR / "model" / f"{b.model}.yaml").net.frontend.lr)
+        for b in BACKENDS.values()
+    }
+    facts["config_frontend_lrs"] = sorted(lrs, reverse=True)
+    return facts
+
+
+def train_records(data: str) -> int:
+    """Training notes the default task's runs draw from (after the validation carve)."""
+    _, dm = datamodule(data)
+    return dm.num_records("train")  # reads no record
+
+
+def best_val_score(job: Path) -> float | None:
+    """The best epoch's val/score in a job's CSV log: the tested checkpoint's (the checkpoint
+    callback keeps the epoch of the highest val/score)."""
+    for path in sorted(job.glob("csv/*/metrics.csv")):
+        with open(path, newline="") as f:
+            scores = [float(r["val/score"]) for r in csv.DictReader(f) if r.get("val/score")]
+        scores = [v for v in scores if math.isfinite(v)]
+        if scores:
+            return max(scores)
+    return None
+
 
 QUIET = [
     "callbacks=frontend",
@@ -187,7 +266,7 @@ def overrides(cfg: Config, seed: int) -> list[str]:
 
 
 def jobs() -> list[tuple[Config, int]]:
-    """The study's grid (see GRID_WHY), each (cell, seed) once, in order of priority."""
+    """The study's grid (see `grid_why`), each (cell, seed) once, in order of priority."""
     return [(c, seed) for c in cells_in_order() for seed in SEEDS]
 
 
@@ -257,7 +336,11 @@ def collect(root: Path) -> list[Run]:
             mask=mask,
             lr=float(o["model.net.frontend.lr"]),
         )
-        runs.append(Run(cfg, int(o["seed"]), r["metrics"], r["output_dir"]))
+        metrics = dict(r["metrics"])
+        best = best_val_score(Path(r["output_dir"])) if metrics else None
+        if best is not None:
+            metrics[VAL_SCORE] = best
+        runs.append(Run(cfg, int(o["seed"]), metrics, r["output_dir"]))
     return runs
 
 
@@ -288,14 +371,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from frontend_study_report import write_report
 
+    runs = collect(args.out)
     ctx = context()
-    ctx["baselines"] = {task: baselines(data, args.out) for task, data in TASKS.items()}
-    model = BACKENDS[MASK_BACKENDS[0]].model
-    ctx["probes"] = {
-        "full": probes(TASKS[MASK_TASK], model, None, args.out),
-        "masked": probes(TASKS[MASK_TASK], model, MASK, args.out),
-    }
-    write_report(collect(args.out), args.markdown, args.figures, ctx)
+    ctx["why"] = grid_why(study_facts(runs, args.out))
+    ran = {r.config for r in runs if r.metrics}
+    # Baselines and probes only for what ran (each may generate a dataset first).
+    tasks = {c.task for c in ran}
+    ctx["baselines"] = {t: baselines(data, args.out) for t, data in TASKS.items() if t in tasks}
+    ctx["probes"] = None
+    if any(c.task == MASK_TASK and c.mask == MASKED for c in ran):
+        model = BACKENDS[MASK_BACKENDS[0]].model
+        ctx["probes"] = {
+            "full": probes(TASKS[MASK_TASK], model, None, args.out),
+            "masked": probes(TASKS[MASK_TASK], model, MASK, args.out),
+        }
+    write_report(runs, args.markdown, args.figures, ctx)
     return 0
 
 
@@ -355,7 +445,7 @@ def context() -> dict:
         "families": FAMILIES,
         "seeds": SEEDS,
         "budget": BUDGET,
-        "why": GRID_WHY,
+        "why": grid_why({}),
         "sweep": (SWEEP_TASK, SWEEP_BACKEND),
         "n_mels": N_MELS,
         "inits": INITS,

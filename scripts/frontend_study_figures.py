@@ -77,8 +77,8 @@ def inits_figure(path: Path, filters: dict[str, dict], title: str) -> None:
 
 def gains_figure(path: Path, panels: dict[str, list[tuple[str, str, float, float, float]]]) -> None:
     """Per task: each trainable setting's gain over the fixed front-end (± standard error)
-    against the back-end's parameter count; `panels[task]` = [(back-end, setting, back-end
-    parameters, gain, se)]."""
+    against the back-end's size; `panels[task]` = [(back-end, setting, total trainable
+    parameters with the fixed front-end, gain, se)]."""
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (task, points) in zip(axes[0], panels.items()):
         settings = sorted({p[1] for p in points})
@@ -93,7 +93,11 @@ def gains_figure(path: Path, panels: dict[str, list[tuple[str, str, float, float
                     )
         ax.axhline(0.0, color="0.5", lw=0.7)
         ax.set_xscale("log")
-        ax.set(xlabel="back-end parameters (log)", ylabel="test score gain over fixed", title=task)
+        ax.set(
+            xlabel="trainable parameters with the fixed front-end (log)",
+            ylabel="test score gain over fixed",
+            title=task,
+        )
         if points:
             ax.legend(title="trainable", fontsize="small")
         ax.grid(alpha=0.3)

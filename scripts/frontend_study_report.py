@@ -145,7 +145,19 @@ def claims(groups, task: str, ctx: dict) -> list[str]:
     v = verdict(groups, task, ctx["families"])
     if not v.best:
         return [f"- **{task}**: no finished cells yet."]
-    small = "; ".join(f"{b} {gain_text(v.best[b])} (`{v.best[b].config.setting}`)" for b in v.small)
+    small = "; ".join(
+        f"{b} ({v.sizes[b]:,.0f}) {gain_text(v.best[b])} (`{v.best[b].config.setting}`)"
+        for b in v.small
+    )
+    others = [b for b in sorted(v.best, key=v.sizes.get) if b not in v.small]
+    large = ", ".join(f"{b} ({v.sizes[b]:,.0f})" for b in others) or "none"
+    on_test = [b for b, how in v.chosen_on.items() if how != "validation"]
+    chosen = (
+        "each back-end's trainable setting chosen on the validation score"
+        if not on_test
+        else "each back-end's trainable setting chosen on the validation score, except "
+        f"{', '.join(on_test)} (runs without a validation score: chosen on test, optimistic)"
+    )
     top = max(v.best.values(), key=lambda g: g.gain)
     pairs = "; ".join(
         f"{lo} minus {hi} {d:+.3f} " + ("(one seed on a side)" if math.isnan(se) else f"± {se:.3f}")
@@ -170,13 +182,17 @@ def claims(groups, task: str, ctx: dict) -> list[str]:
         for m in matched
     )
     return [
-        f"- **{task}, claim 1 (a gain for small back-ends): {v.claim1}.** The best trainable "
-        f"setting of each small back-end against its fixed front-end (test score gain, mean ± "
-        f"standard error over seeds): {small}. Largest gain of any back-end: {top.gain:+.3f} "
-        f"({top.config.backend}, `{top.config.setting}`, t {top.t:+.1f}).",
-        f"- **{task}, claim 2 (the gain shrinks as the back-end grows): {v.claim2}.** Best "
-        f"gain within a family, smaller minus larger back-end: {pairs}. Best gain by back-end "
-        f"(back-end parameters): {sizes}; Spearman correlation of size and gain {v.rho:+.2f}.",
+        f"- **{task}, claim 1 (a gain for small back-ends): {v.claim1}.** Small: the smaller "
+        f"half of the back-ends by total trainable parameters with the fixed front-end (the "
+        f"back-end, its input norm and the heads); the others: {large}. Each small back-end's "
+        f"setting, chosen on validation, against its fixed front-end (test score gain, mean ± "
+        f"standard error over seeds; in brackets its total trainable parameters): {small}. "
+        f"Largest gain of any back-end's chosen setting: {top.gain:+.3f} "
+        f"({top.config.backend}, `{top.config.setting}`, t {top.t:+.1f}). Settings: {chosen}.",
+        f"- **{task}, claim 2 (the gain shrinks as the back-end grows): {v.claim2}.** Gain of "
+        f"the chosen setting within a family, smaller minus larger back-end: {pairs}. By "
+        f"back-end (total trainable parameters): {sizes}; Spearman correlation of size and "
+        f"gain {v.rho:+.2f}.",
         f"- **{task}, at matched trainable parameters** (a fixed front-end whose other back-end "
         f"has the nearest trainable count, within {TOLERANCE}x): {len(wins)} of {len(matched)} "
         f"trainable cells beat their match and {len(losses)} lose by >= {T_SIGNIFICANT:g} "
@@ -201,7 +217,8 @@ def gains_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
                     continue
                 g, m = gain(groups, cfg, ref), matched[cfg]
                 size = mean(groups[ref], BACKEND_PARAMS)
-                points.append((b, s, size, g.gain, 0.0 if math.isnan(g.se) else g.se))
+                total = mean(groups[ref], TRAINABLE_PARAMS)  # the verdict's size axis
+                points.append((b, s, total, g.gain, 0.0 if math.isnan(g.se) else g.se))
                 match = "none" if m.match is None else f"{m.match.backend} ({m.match_count:,.0f})"
                 rows.append(
                     [b, count(size), s, count(m.count), gain_text(g), match, gain_text(m.gain)]
@@ -218,6 +235,8 @@ def gains_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
 
 def sweeps_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     task, backend = ctx["sweep"]
+    if task not in ctx["baselines"]:
+        return [f"No runs of {task} in this study folder.", ""]
     heads = heads_in(ctx["baselines"][task]["train_mean"])  # in the dataset's order
     lines = [
         f"All on {task} with {backend}; n_mels 40 and the mel init unless varied.",
@@ -245,6 +264,8 @@ def sweeps_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
 def maskout_section(groups, ctx: dict, figures: Path, rel: str) -> list[str]:
     task, head, mask, backends = ctx["mask"]
     band = f"STFT bins [{mask[0]}, {mask[1]})"
+    if not ctx.get("probes"):
+        return [f"No mask-out runs ({task}, {band}) in this study folder.", ""]
     lines = [
         f"The {head} head of {task}: {band} zeroed in the power spectrum. First, what probes "
         f"fitted with the true labels read from the fixed front-end's output (test skill per "
@@ -381,10 +402,11 @@ def missing_cells(groups, ctx: dict) -> list[str]:
     if not short:
         return [f"Every planned cell finished ({len(ctx['cells'])} cells)."]
     return [
-        f"Missing or short of seeds ({len(short)} of {len(ctx['cells'])} planned cells; they "
-        "did not fit the time budget: a cell with no finished seed is absent from the tables "
-        "below, a short one shows its seed count, and a gain with one seed on a side has no "
-        "error and never counts): " + "; ".join(short) + "."
+        f"Missing or short of seeds ({len(short)} of {len(ctx['cells'])} planned cells; not "
+        "finished in this study folder, for lack of time or because the study was run with "
+        "`--only`: a cell with no finished seed is absent from the tables below, a short one "
+        "shows its seed count, and a gain with one seed on a side has no error and never "
+        "counts): " + "; ".join(short) + "."
     ]
 
 
@@ -410,7 +432,9 @@ def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> N
         "",
     ]
     for task in ctx["tasks"]:
-        if task in ctx["claim_tasks"]:
+        if task not in ctx["baselines"]:
+            lines.append(f"- **{task}**: no runs of this task in this study folder.")
+        elif task in ctx["claim_tasks"]:
             lines += claims(groups, task, ctx)
         else:
             lines.append(
@@ -441,6 +465,8 @@ def write_report(runs: list[Run], markdown: Path, figures: Path, ctx: dict) -> N
         "",
     ]
     for task in ctx["tasks"]:
+        if task not in ctx["baselines"]:  # no run of it: nothing to tabulate
+            continue
         cells = [([b, s], Config(task, b, s)) for b in backends for s in SETTINGS]
         lines += [
             f"**{task}**",

@@ -1,5 +1,6 @@
 """Train the sequence experiments over several seeds on the default phrase dataset; tabulate
-their test metrics beside the repeat-last-frame and mean-frame baselines.
+their test metrics beside the repeat-last-frame, mean-frame and linear autoregressive
+baselines, and decide per model which baselines it beats.
 
     python scripts/sequence_results.py --seeds 3 [--experiments seq_lstm seq_gru:seq_gru_30k ...] \
         [--epochs N] [--markdown docs/sequence.md --figures docs/figures/sequence]
@@ -14,8 +15,12 @@ rewritten after each experiment's seeds finish (marked partial until all have), 
 run keeps what it measured. Reported as mean ± std over seeds: one-step metrics (each horizon
 frame from the true frames before it) and rollout metrics (primed with the context, the
 horizon generated), on linear-scale mel power (docs/sequence.md defines them). The baselines
-see the same test windows in every run, so their rows have no spread. The first run's horizon
-plot and an example figure are copied to `--figures`.
+are computed once by `src/evaluation/sequence_baselines.py` on the same test windows (the
+linear AR fitted on train, chosen on validation), saved as `<out>/<time>/baselines.json`; the
+runs' own logged repeat-last and mean-frame figures are compared with them. A model "beats" a
+baseline when its mean error is lower by at least 3 standard errors of its seed mean (the
+baselines have no spread). The first run's horizon plot and an example figure are copied to
+`--figures`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from omegaconf import open_dict
 from rich.console import Console
 from rich.table import Table
 
+from src.data.provision import build_datamodule
+from src.evaluation.sequence_baselines import sequence_baselines
 from src.metrics import metric_key
 from src.metrics.spectral import ERRORS
 from src.paths import CONFIG_DIR, PROJECT_ROOT
@@ -58,7 +65,13 @@ COLUMNS = {
     "flatness_err": ("flatness err", ".4f", 1.0),
     "entropy_err": ("entropy err", ".4f", 1.0),
 }
-BASELINES = ("repeat_last", "mean_frame")
+BASELINES = ("repeat_last", "mean_frame", "linear_ar")
+BASELINE_NAMES = {
+    "repeat_last": "repeat-last",
+    "mean_frame": "mean-frame",
+    "linear_ar": "linear AR",
+}
+T_BEATS = 3.0  # standard errors of the model's seed mean a "beats" needs
 
 
 def entry_overrides(entry: str) -> list[str]:
@@ -95,9 +108,12 @@ def run_one(entry: str, seed: int, epochs: int | None, out: Path, listen: int) -
     }
 
 
-def rows_for(results: dict[str, list[dict]], prefix: str) -> tuple[list[str], list[list[str]]]:
-    """One table (one step: prefix "", rollout: "rollout_"): the baselines, then each model;
-    the one-step table adds the score (1 - MSE / repeat-last MSE; 0 for repeat-last)."""
+def rows_for(
+    results: dict[str, list[dict]], baselines: dict, prefix: str
+) -> tuple[list[str], list[list[str]]]:
+    """One table (one step: prefix "", rollout: "rollout_"): the baselines (`baselines`
+    metrics, one set), then each model; the one-step table adds the score (1 - MSE /
+    repeat-last MSE; 0 for repeat-last)."""
     cols = ["predictor", "parameters", *(COLUMNS[e][0] for e in ERRORS)]
     if prefix == "":
         cols.append("score")
@@ -109,19 +125,77 @@ def rows_for(results: dict[str, list[dict]], prefix: str) -> tuple[list[str], li
             values = [r["metrics"][metric_key("test", prefix + e, who)] * scale for r in runs]
             out.append(spread(values, fmt))
         if prefix == "":
-            repeat = [r["metrics"][metric_key("test", "mse", "repeat_last")] for r in runs]
+            repeat = baselines[metric_key("test", "mse", "repeat_last")]
             mse = [r["metrics"][metric_key("test", "mse", who)] for r in runs]
-            out.append(spread([1 - m / b for m, b in zip(mse, repeat, strict=True)], ".3f"))
+            out.append(spread([1 - m / repeat for m in mse], ".3f"))
         return out
 
-    first = next(iter(results.values()))[:1]  # baselines: the same in every run
-    rows = [[b.replace("_", "-"), "0", *cells(first, b)] for b in BASELINES]
+    rows = [[BASELINE_NAMES[b], "0", *cells([{"metrics": baselines}], b)] for b in BASELINES]
     for name, runs in results.items():
         run_as = " ".join(entry_overrides(name))
         rows.append(
             [f"{runs[0]['model']} (`{run_as}`)", f"{runs[0]['params']:,}", *cells(runs, None)]
         )
     return cols, rows
+
+
+def verdict(model_mse: list[float], baseline_mse: float) -> str:
+    """Whether the model's MSE is below the baseline's by >= T_BEATS standard errors of its
+    seed mean: "yes", "no (within noise)" or "no (worse)", with the gap in 1e-7 and its t."""
+    mean = statistics.fmean(model_mse)
+    gap = baseline_mse - mean
+    if len(model_mse) < 2:
+        return f"one run: {gap * 1e7:+.2f}"
+    se = statistics.stdev(model_mse) / len(model_mse) ** 0.5
+    t = gap / se if se > 0 else (float("inf") if gap > 0 else float("-inf") if gap < 0 else 0.0)
+    word = "yes" if t >= T_BEATS else "no (worse)" if t <= -T_BEATS else "no (within noise)"
+    return f"{word}: {gap * 1e7:+.2f}, t = {t:.1f}"
+
+
+def claims_rows(results: dict[str, list[dict]], baselines: dict) -> tuple[list[str], list]:
+    """Per model: does it beat each baseline on linear-power MSE, one step and rollout?"""
+    checks = [("", b) for b in BASELINES if b != "mean_frame"] + [
+        ("rollout_", b) for b in BASELINES
+    ]
+    cols = ["model"] + [
+        f"{'rollout' if p else 'one step'} vs {BASELINE_NAMES[b]}" for p, b in checks
+    ]
+    rows = []
+    for name, runs in results.items():
+        row = [f"{runs[0]['model']} (`{' '.join(entry_overrides(name))}`)"]
+        for p, b in checks:
+            mse = [r["metrics"][metric_key("test", p + "mse")] for r in runs]
+            row.append(verdict(mse, baselines[metric_key("test", p + "mse", b)]))
+        rows.append(row)
+    return cols, rows
+
+
+def logged_difference(results: dict[str, list[dict]], baselines: dict) -> float:
+    """The largest relative difference between the baselines computed here and those every
+    run logged itself (repeat-last and mean-frame, every metric and mode)."""
+    worst = 0.0
+    for runs in results.values():
+        for r in runs:
+            for key, value in baselines.items():
+                if key in r["metrics"] and value != 0:
+                    worst = max(worst, abs(r["metrics"][key] - value) / abs(value))
+    return worst
+
+
+def compute_baselines(args: argparse.Namespace, root: Path) -> dict:
+    """The baselines on the first experiment's data (every sequence experiment uses the
+    default phrase dataset), saved beside results.json."""
+    cfg = compose_config("train", entry_overrides(args.experiments[0]))
+    dm = build_datamodule(cfg.data, cfg.paths.data_dir)
+    started = time.perf_counter()
+    out = sequence_baselines(dm)
+    out["seconds"] = time.perf_counter() - started
+    out["context"], out["horizon"] = dm.context, dm.horizon
+    out["test_windows"] = len(dm.windows("test"))
+    out["test_records"] = dm.splits["test"].n_records
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "baselines.json").write_text(json.dumps(out, indent=1))
+    return out
 
 
 def command(args: argparse.Namespace) -> str:
@@ -187,13 +261,19 @@ def main() -> None:
             report = Path(results[exp][0]["out"]) / "sequence"
             for name in ("horizon.png", "example_000.png"):
                 shutil.copyfile(report / name, args.figures / name)
-        report_tables(args, results, final=i == len(args.experiments) - 1)
+        report_tables(args, results, final=i == len(args.experiments) - 1, root=root)
 
 
-def report_tables(args: argparse.Namespace, results: dict[str, list[dict]], final: bool) -> None:
+def report_tables(
+    args: argparse.Namespace, results: dict[str, list[dict]], final: bool, root: Path
+) -> None:
+    if getattr(args, "baselines", None) is None:
+        args.baselines = compute_baselines(args, root)
+    base = args.baselines
     tables = {
-        "one step": rows_for(results, ""),
-        "rollout": rows_for(results, "rollout_"),
+        "one step": rows_for(results, base["metrics"], ""),
+        "rollout": rows_for(results, base["metrics"], "rollout_"),
+        "claims": claims_rows(results, base["metrics"]),
     }
     if final:
         for title, (cols, rows) in tables.items():
@@ -211,10 +291,16 @@ def report_tables(args: argparse.Namespace, results: dict[str, list[dict]], fina
         else [f"**Partial**: {len(results)} of {len(args.experiments)} experiments finished.", ""]
     )
     reused = (
-        [f"Taken from the earlier run {args.reuse} (same settings): {', '.join(args.reused)}.", ""]
+        [
+            f"Model runs taken from the earlier run {args.reuse} (same settings): "
+            f"{', '.join(args.reused)}; the baselines were computed anew.",
+            "",
+        ]
         if args.reused
         else []
     )
+    ar = base["linear_ar"]
+    domain = "linear power" if ar["domain"] == "power" else "unit log-mel"
     lines = [
         f"`{command(args)}`",
         "",
@@ -222,15 +308,35 @@ def report_tables(args: argparse.Namespace, results: dict[str, list[dict]], fina
         *reused,
         f"Machine: {machine_line()}.",
         "",
-        "One step (each of the 16 horizon frames of a test window predicted from the true "
-        "frames before it):",
+        f"Baselines (`src/evaluation/sequence_baselines.py`, {base['seconds']:.0f} s): "
+        "repeat-last, the mean frame (the training frames' mean linear power per bin) and the "
+        f"linear AR: least squares from the {base['context']} frames before a frame to it, "
+        f"fitted in closed form on every position of the training phrases; chosen on the "
+        f"validation windows' one-step MSE among {len(ar['validation_mse'])} candidates: "
+        f"fitted on {domain}, ridge {ar['ridge']:g} (times the mean diagonal of the "
+        "standardised Gram matrix). The runs' own logged repeat-last and mean-frame figures "
+        f"differ from these by at most {logged_difference(results, base['metrics']):.1e} "
+        "(relative).",
+        "",
+        f"Test: {base['test_windows']:,} windows of {base['context']} + {base['horizon']} "
+        f"frames from the {base['test_records']:,} test phrases. One step (each of the "
+        f"{base['horizon']} horizon frames of a test window predicted from the true frames "
+        "before it):",
         "",
         *markdown_table(*tables["one step"]),
         "",
-        "Rollout (primed with the 32 context frames, the 16 horizon frames generated from "
-        "the model's own output; errors averaged over the 16 steps):",
+        f"Rollout (primed with the {base['context']} context frames, the {base['horizon']} "
+        "horizon frames generated from the model's own output; errors averaged over the "
+        "steps):",
         "",
         *markdown_table(*tables["rollout"]),
+        "",
+        f"Does each model beat each baseline on linear-power MSE? *yes* when its seed mean "
+        f"is lower by at least {T_BEATS:g} standard errors of that mean (the baselines have "
+        "no spread); each cell gives the baseline's MSE minus the model's (1e-7) and t, that "
+        "gap in standard errors:",
+        "",
+        *markdown_table(*tables["claims"]),
         "",
         "Time per run (training and test on the machine above, one torch thread):",
         "",

@@ -372,6 +372,7 @@ def dataset_info(cfg, col, imager, sizes, out, facts, synth) -> dict:
             "audio": audio_entry(store_audio, sizes, imager.n_samples),
             "conversion": facts,
         },
+        rounding="round",  # nearest_codes
     )
 
 

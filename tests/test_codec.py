@@ -9,13 +9,25 @@ import math
 import pytest
 import torch
 
-from src.evaluation.codec_baselines import MP3, Downsample, MuLawPCM, Silence, mp3_available
+from src.evaluation.codec_baselines import (
+    ADPCM,
+    MP3,
+    Downsample,
+    MuLawPCM,
+    Silence,
+    adpcm_available,
+    at_bitrate,
+    baselines,
+    mp3_available,
+)
 from src.metrics.codec import (
     MAX_DB,
     CodeStats,
     WaveformMetrics,
     entropy_bits,
+    log_mel_distance,
     stoi_available,
+    table_bits,
     waveform_metrics,
 )
 from src.models.components.codec import ConvCodec
@@ -225,6 +237,59 @@ def test_baselines_spend_the_bitrate_they_state():
     assert float(waveform_metrics(Silence("s", "f", 0.0)(x, SR), x, SR)["snr_db"].max()) == 0.0
 
 
+def test_coded_bits_use_tables_fitted_elsewhere():
+    """Coding with another histogram's add-one table costs the cross-entropy, never less than
+    the codes' own entropy; padded columns beyond a stage's size get no probability."""
+    counts = torch.tensor([[2.0, 2.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
+    flat = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    bits = table_bits(counts, flat, sizes=[4, 2])
+    # stage 0: table (2, 2, 2, 2)/8 -> 2 bits; stage 1: 2 codes, table (1, 1)/2 -> 1 bit
+    assert bits.tolist() == pytest.approx([2.0, 1.0])
+    own = table_bits(counts, counts * 1000, sizes=[4, 2])
+    assert own.tolist() == pytest.approx(entropy_bits(counts).tolist(), abs=1e-2)
+    assert (bits >= entropy_bits(counts)).all()
+    stats = CodeStats([4, 2])
+    stats.update(torch.tensor([[[0, 1, 0, 1], [0, 0, 0, 0]]]))
+    assert float(stats.compute(flat)["table_bits"]) == pytest.approx(2.0 + 1.0)
+
+
+def test_log_mel_distance_reads_a_gain_in_db():
+    """A broadband signal and its copy 6.02 dB louder differ by 6.02 dB in every band."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.1 * torch.randn(2, SR, generator=g)
+    assert log_mel_distance(x, x, SR).tolist() == [0.0, 0.0]
+    assert log_mel_distance(2 * x, x, SR).tolist() == pytest.approx([6.0206] * 2, abs=1e-3)
+    m = waveform_metrics(2 * x, x, SR)
+    assert m["logmel_db"].tolist() == pytest.approx([6.0206] * 2, abs=1e-3)
+
+
+def test_baselines_at_a_models_bitrate_spend_exactly_it():
+    names = {b.name: b for b in at_bitrate(6.0, SR)}
+    mulaw = [b for b in names.values() if isinstance(b, Downsample)]
+    assert {b.name for b in mulaw} == {"down_1500Hz_4bit", "down_1000Hz_6bit", "down_750Hz_8bit"}
+    assert all(b.rate * b.bits == 6000 and b.kbps == 6.0 for b in mulaw)
+    assert [b.name for b in at_bitrate(6.8, SR) if isinstance(b, Downsample)] == [
+        "down_1700Hz_4bit",
+        "down_850Hz_8bit",  # 6800 / 6 is no whole rate
+    ]
+    listed = [b.name for b in baselines(SR, mp3_kbps=None, at_kbps=[6.0, 6.0])]
+    assert len(listed) == len(set(listed)) and "down_1500Hz_4bit" in listed
+    x = torch.stack([sine(220), sine(330, 0.2)])
+    y = names["down_1500Hz_4bit"](x, SR)
+    assert y.shape == x.shape and float(waveform_metrics(y, x, SR)["snr_db"].min()) > 5
+
+
+@pytest.mark.skipif(not adpcm_available(), reason="this libsndfile has no NMS ADPCM")
+def test_two_bit_adpcm_at_a_models_bitrate():
+    adpcm = at_bitrate(6.0, SR)[-1]
+    assert isinstance(adpcm, ADPCM) and adpcm.rate == 3000
+    x = torch.stack([sine(220), sine(330, 0.2)])
+    y = adpcm(x, SR)
+    assert y.shape == x.shape
+    assert 6.0 <= adpcm.kbps <= 6.0 * 1.1  # 2 bits a sample, plus the block headers
+    assert float(waveform_metrics(y, x, SR)["snr_db"].min()) > 8  # tones well below 1.5 kHz
+
+
 @pytest.mark.skipif(not mp3_available(), reason="lameenc not installed (the codec extra)")
 def test_mp3_bitrate_is_measured_and_its_delay_removed():
     x = torch.stack([sine(), sine(220, 0.2)])
@@ -259,3 +324,32 @@ def test_noise_colours_have_their_spectral_slopes():
     env = audio.abs().unfold(1, 320, 320).amax(-1)  # 20 ms peaks
     quiet = (env < 0.05 * env.amax(1, keepdim=True)).float().mean(1)
     assert quiet[6] > 0.5 and quiet[7] < 0.1
+
+
+def test_codec_report_compares_each_model_at_its_bitrate_by_three_standard_errors(monkeypatch):
+    """scripts/codec_report.py's verdicts from fake run records and baseline rows."""
+    from src.paths import PROJECT_ROOT
+    from tests.test_scripts import load_script
+
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "scripts"))
+    script = load_script("codec_report")
+
+    def run(snr: float, logmel: float) -> dict:
+        return {"kbps": 6.0, "metrics": {"test/snr_db": snr, "test/logmel_db": logmel}}
+
+    results = {"codec_5k": [run(4.3, 9.0), run(4.5, 9.1), run(4.7, 8.9)]}
+    base = [
+        {"name": "down_1500Hz_4bit", "family": "f", "nominal_kbps": 6.0,
+         "metrics": {"snr_db": 7.0, "logmel_db": 9.05}},
+        {"name": "mp3_8k", "family": "MP3", "nominal_kbps": 8.0,
+         "metrics": {"snr_db": 13.0, "logmel_db": 5.0}},
+    ]  # fmt: skip
+    _cols, rows = script.at_bitrate_rows(results, base)
+    assert len(rows) == 1 and rows[0][2] == "down_1500Hz_4bit (f)"  # only the equal bitrate
+    assert rows[0][3].startswith("+2.50, t = 21.7: baseline better")  # se = 0.2 / sqrt(3)
+    assert rows[0][4].endswith("within noise")  # 9.05 vs 9.0 ± 0.1
+    model = [10.0, 10.1, 9.9]
+    assert script.compare(model, 8.0, higher_is_better=False).endswith("baseline better")
+    assert script.compare(model, 12.0, higher_is_better=False).endswith("model better")
+    assert script.compare(model, 12.0, higher_is_better=True).endswith("baseline better")
+    assert script.compare(model, 10.1, higher_is_better=True).endswith("within noise")

@@ -19,7 +19,7 @@ from src.models.codec_module import CodecModule
 from src.models.tasks import read_checkpoint, task_of
 from src.train import train
 from tests.helpers.models import MODEL_DIR, stated_size
-from tests.helpers.runs import QUIET, raises_user_error
+from tests.helpers.runs import QUIET, WeightWatch, raises_user_error
 from tests.helpers.vimh import SAMPLE_RATE, make_vimh
 
 CODEC_CONFIGS = sorted(MODEL_DIR.glob("codec_*.yaml"))
@@ -150,6 +150,36 @@ def test_training_logs_the_codec_metrics_and_writes_the_report(trained):
     assert {"original.wav", "model.wav", "mulaw_4bit.wav", "down_2000Hz.wav"} <= wavs
 
 
+def test_coded_bitrate_uses_tables_fitted_on_the_training_clips(trained):
+    """test/coded_kbps, recomputed here: the tested weights' codes of the training clips give
+    each stage's table (add-one smoothed), applied to the in-distribution test clips' codes."""
+    _out, metrics, objects = trained
+    model, dm = objects["model"], objects["datamodule"]
+    model.eval()
+    sizes = model.net.quantizer.codebook_sizes
+
+    def histogram(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            codes = model(x)[1].codes  # (B, S, F)
+        return torch.stack(
+            [torch.bincount(codes[:, s].flatten(), minlength=max(sizes)) for s in range(len(sizes))]
+        ).double()
+
+    train_x, _ = dm.tensors("train")
+    test_x, src = dm.tensors("test")
+    inside = torch.tensor([dm.source_names[int(g)] not in dm.heldout for g in src])
+    table, counts = histogram(train_x), histogram(test_x[inside])
+    bits = 0.0
+    for s, k in enumerate(sizes):
+        q = (table[s, :k] + 1) / (table[s, :k] + 1).sum()
+        p = counts[s, :k] / counts[s, :k].sum()
+        bits += float(-(p * q.log2()).sum())
+    expected = bits * model.net.frame_rate / 1000
+    assert metrics["test/coded_kbps"] == pytest.approx(expected, rel=1e-4)
+    # Tables fitted elsewhere cost more than the test codes' own entropy (Gibbs).
+    assert metrics["test/coded_kbps"] > metrics["test/entropy_kbps"]
+
+
 def test_eval_rebuilds_the_codec_from_its_checkpoint(trained, sources, compose_cfg):
     _out, metrics, objects = trained
     ckpt = objects["trainer"].checkpoint_callback.best_model_path
@@ -175,5 +205,16 @@ def test_eval_rebuilds_the_codec_from_its_checkpoint(trained, sources, compose_c
 def test_the_codec_experiment_runs_end_to_end(sources, compose_cfg, one_thread):
     over = [o for o in overrides(sources) if o.startswith(("data", "~data", "+data"))]
     cfg = compose_cfg("train", ["experiment=codec_tiny", *over, "debug=fdr"])
-    metrics, objects = train(cfg)
-    assert isinstance(objects["model"], CodecModule) and "test/snr_db" in metrics
+    watch = WeightWatch()
+    metrics, objects = train(cfg, callbacks=[watch])
+    model = objects["model"]
+    assert isinstance(model, CodecModule)
+    # The experiment's codec (codec_5k: 4,089 parameters and 1,024 codebook entries, 12 bits
+    # a frame of 32 samples) took one optimizer step and was tested as the experiment says.
+    assert (model.param_counts["parameters"], model.param_counts["codebooks"]) == (4089, 1024)
+    assert watch.changed(), "no weight changed: the optimizer never stepped"
+    assert float(metrics["test/kbps"]) == pytest.approx(SAMPLE_RATE / 32 * 12 / 1000)
+    assert float(metrics["test/score"]) == float(metrics["test/snr_db"])  # the codec's score
+    for key in ("test/snr_db", "test/rec/snr_db", "val/snr_db", "test/mrstft"):
+        assert math.isfinite(float(metrics[key])), key
+    assert 0 < float(metrics["test/usage"]) <= 1

@@ -125,6 +125,8 @@ def test_manifest_gives_a_categorical_and_a_numeric_head_and_groups_stay_whole(
     assert set(speakers) == set(SPEAKERS)
     info = json.loads((folder / INFO_FILENAME).read_text())
     assert info["conversion"]["quantisation"]["pitch"]["class_changes"] == 0
+    # The JSON states the nearest code the converter wrote (round, not the generator's floor).
+    assert info["label_encoding"]["code_by_parameter"]["pitch"].startswith("q = round(255 * (v")
 
 
 def test_drawn_splits_are_stratified_seeded_and_group_whole():

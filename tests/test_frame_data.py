@@ -74,7 +74,18 @@ def test_spec_describes_the_frames_and_the_mean_frame(one_thread, phrases):
     assert spec.input_shape == (12, 16) and spec.frames["hop_length"] == 8000 // 31
     assert spec.frames["kind"] == "power" and spec.frames["n_fft"] == 512
     train = frames_of(phrases, "train").astype(np.float64) / 255
-    assert np.allclose(spec.frame_mean, train.mean(axis=(0, 1)), atol=1e-6)
+    # The mean frame is averaged in linear power (where baselines are scored; the constant
+    # frame of least MSE there), given back as unit log-mel: dB over the range [-80, 0].
+    db_min, db_max = spec.frames["db_min"], spec.frames["db_max"]
+    power = 10 ** ((db_min + train * (db_max - db_min)) / 10)
+    mean = (10 * np.log10(power.mean(axis=(0, 1))) - db_min) / (db_max - db_min)
+    assert np.allclose(spec.frame_mean, mean, atol=1e-6)
+    flat = power.reshape(-1, power.shape[-1])
+
+    def mse(frame: np.ndarray) -> float:
+        return float(((flat - 10 ** ((db_min + frame * (db_max - db_min)) / 10)) ** 2).mean())
+
+    assert mse(np.array(spec.frame_mean)) < mse(train.mean(axis=(0, 1)))  # the old log mean
     x, codes = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())))
     assert x.dtype == torch.float32 and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
     assert codes.shape[1] == 3  # the phrase-level labels ride along

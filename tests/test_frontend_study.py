@@ -17,6 +17,7 @@ import torch
 from src.callbacks.frontend_drift import FILTERS_FILE, drift_measures
 from src.data.vimh.format import ParamSpec
 from src.evaluation.frontend_study import (
+    VAL_SCORE,
     Config,
     Run,
     gain,
@@ -57,13 +58,18 @@ def fake_job(root: Path, study, cfg: Config, seed: int, metrics: dict | None) ->
         (job / "metrics.json").write_text(json.dumps(metrics))
 
 
-def metrics(score: float, trainable: float = 1000.0, backend: float = 100.0) -> dict:
-    return {
+def metrics(
+    score: float, trainable: float = 1000.0, backend: float = 100.0, val: float | None = None
+) -> dict:
+    out = {
         "test/score": score,
         "test/pitch/mae": 1.0 - score,
         "frontend/params/trainable": trainable,
         "frontend/params/backend": backend,
     }
+    if val is not None:
+        out[VAL_SCORE] = val
+    return out
 
 
 def test_collector_reads_a_fake_sweep_folder(tmp_path, study):
@@ -133,8 +139,12 @@ def test_match_by_params_picks_the_nearest_count_within_the_tolerance():
         match_by_params({"t": 1.0}, {"c": 1.0}, tolerance=0.5)
 
 
-def runs_of(cfg: Config, scores, trainable: float, backend: float) -> list[Run]:
-    return [Run(cfg, i, metrics(s, trainable, backend)) for i, s in enumerate(scores)]
+def runs_of(cfg: Config, scores, trainable: float, backend: float, val=None) -> list[Run]:
+    """Runs of one cell; `val`: their validation scores (default: none recorded)."""
+    val = val if val is not None else [None] * len(scores)
+    return [
+        Run(cfg, i, metrics(s, trainable, backend, v)) for i, (s, v) in enumerate(zip(scores, val))
+    ]
 
 
 def test_matched_gains_compare_with_the_fixed_back_end_of_equal_budget():
@@ -158,25 +168,57 @@ def test_matched_gains_compare_with_the_fixed_back_end_of_equal_budget():
 
 
 def grid(gains: dict[str, float], sizes: dict[str, float], noise: float = 0.005) -> list[Run]:
+    """`fixed` and `both` per back-end, `sizes` its total trainable parameters; the validation
+    scores follow the test scores."""
     runs = []
     for b, g in gains.items():
-        runs += runs_of(Config("saw", b, "fixed"), [0.5 - noise, 0.5, 0.5 + noise], 1, sizes[b])
+        base = [0.5 - noise, 0.5, 0.5 + noise]
+        runs += runs_of(Config("saw", b, "fixed"), base, sizes[b], sizes[b] / 2, val=base)
         scores = [0.5 + g - noise, 0.5 + g, 0.5 + g + noise]
-        runs += runs_of(Config("saw", b, "both"), scores, 2, sizes[b])
+        runs += runs_of(Config("saw", b, "both"), scores, sizes[b] + 70_000, sizes[b] / 2, scores)
     return runs
 
 
 FAMILIES = {"linear": "linear", "bc0.5": "bc", "bc1": "bc", "cnn5k": "cnn", "cnn80k": "cnn"}
-SIZES = {"linear": 2, "bc0.5": 3_300, "bc1": 8_800, "cnn5k": 4_800, "cnn80k": 79_000}
+# Total trainable parameters with the fixed front-end, as the study measures them: the linear
+# back-end has 2 back-end weights but its heads make it the largest model.
+SIZES = {"linear": 229_000, "bc0.5": 4_900, "bc1": 12_000, "cnn5k": 7_000, "cnn80k": 88_000}
 
 
 def test_verdict_holds_when_small_back_ends_gain_and_large_ones_less():
-    gains = {"linear": 0.10, "bc0.5": 0.08, "bc1": 0.02, "cnn5k": 0.06, "cnn80k": 0.00}
+    gains = {"linear": 0.0, "bc0.5": 0.08, "bc1": 0.02, "cnn5k": 0.06, "cnn80k": 0.00}
     v = verdict(group(grid(gains, SIZES)), "saw", FAMILIES)
-    assert v.small == ["linear", "bc0.5", "cnn5k"]
+    assert v.small == ["bc0.5", "cnn5k"]  # the smaller half by total trainable parameters
+    assert v.sizes["linear"] == 229_000
     assert (v.claim1, v.claim2) == ("holds", "holds")
     assert [(lo, hi) for lo, hi, _, _ in v.pairs] == [("bc0.5", "bc1"), ("cnn5k", "cnn80k")]
     assert v.rho < 0
+    assert set(v.chosen_on.values()) == {"validation"}
+
+
+def test_a_large_linear_model_does_not_make_claim_1_hold():
+    """The published flaw: `linear` gained, counted as small by its 2 back-end weights though
+    its heads make it the largest model; by total trainable parameters it is not small."""
+    gains = {"linear": 0.04, "bc0.5": 0.0, "cnn5k": 0.0, "cnn80k": 0.0}
+    v = verdict(group(grid(gains, SIZES)), "saw", FAMILIES)
+    assert "linear" not in v.small and v.claim1 == "does not hold"
+
+
+def test_each_back_ends_setting_is_chosen_on_validation_not_test():
+    fixed = Config("saw", "cnn5k", "fixed")
+    base = [0.49, 0.50, 0.51]
+    runs = runs_of(fixed, base, 7_000, 4_800, val=base)
+    # `mel` looks best on test but not on validation; `both` wins on validation.
+    runs += runs_of(fixed.with_setting("mel"), [0.59, 0.60, 0.61], 12_000, 4_800, val=base)
+    runs += runs_of(fixed.with_setting("both"), [0.52, 0.53, 0.54], 78_000, 4_800, [0.6] * 3)
+    v = verdict(group(runs), "saw", FAMILIES)
+    assert v.best["cnn5k"].config.setting == "both" and v.chosen_on == {"cnn5k": "validation"}
+    assert v.best["cnn5k"].gain == pytest.approx(0.03)  # its test gain is what is reported
+    # Without validation scores the choice falls back to test, and says so.
+    bare = [Run(r.config, r.seed, {k: x for k, x in r.metrics.items() if k != VAL_SCORE})
+            for r in runs]  # fmt: skip
+    v = verdict(group(bare), "saw", FAMILIES)
+    assert v.best["cnn5k"].config.setting == "mel" and v.chosen_on == {"cnn5k": "test"}
 
 
 def test_verdict_refutes_when_the_gain_grows_with_capacity():
@@ -193,10 +235,44 @@ def test_verdict_without_any_gain_has_nothing_to_shrink():
 
 
 def test_verdict_partly_and_inconclusive_within_noise():
-    gains = {"linear": 0.10, "bc0.5": 0.0, "bc1": 0.0, "cnn5k": 0.0, "cnn80k": 0.0}
-    v = verdict(group(grid(gains, SIZES, noise=0.02)), "saw", FAMILIES)
+    gains = {"linear": 0.0, "bc0.5": 0.10, "bc1": 0.0, "cnn5k": 0.0, "cnn80k": 0.0}
+    v = verdict(group(grid(gains, SIZES, noise=0.03)), "saw", FAMILIES)
     assert v.claim1 == "partly"
     assert v.claim2 == "inconclusive"
+
+
+def test_collector_takes_the_best_validation_epoch_from_the_run_log(tmp_path, study):
+    cfg = Config("saw", "cnn5k", "both")
+    fake_job(tmp_path, study, cfg, 0, metrics(0.5))
+    log = tmp_path / study.job_name(cfg, 0) / "csv" / "version_0"
+    log.mkdir(parents=True)
+    (log / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/score\n0,31,1.0,\n0,31,,0.41\n1,63,,0.47\n2,95,,0.44\n"
+    )
+    fake_job(tmp_path, study, Config("saw", "cnn5k", "fixed"), 0, metrics(0.4))  # no log
+    runs = {r.config.setting: r for r in study.collect(tmp_path)}
+    assert runs["both"].metrics[VAL_SCORE] == 0.47 and VAL_SCORE not in runs["fixed"].metrics
+
+
+def test_the_studys_prose_states_only_what_was_measured(study):
+    """grid_why types no measurement: run times, training notes and the configs' rates come
+    from `facts`, and are left out when unknown."""
+    bare = study.grid_why({})
+    for typed in ("under two hours", "1 to 14", "13,107", "5-14", "1e-3 or 3e-4"):
+        assert typed not in bare, typed
+    assert "1,080 runs" in " ".join(bare.split())  # the issue's grid, computed from its factors
+    facts = {
+        "minutes": (1.2, 14.4),
+        "slowest": ("bc0.5", 9.3),
+        "train_records": 13_108,
+        "config_frontend_lrs": [0.001, 0.0003],
+    }
+    text = " ".join(study.grid_why(facts).split())
+    assert "the runs here took 1 to 14 minutes each" in text
+    assert "at a median 9 minutes a run, the slowest back-end" in text
+    notes = 6 * 32 * 128
+    assert f"({notes / 13_108:.1f} passes over the 13,108 training notes)" in text
+    assert "rate (0.001, 0.0003)" in text
 
 
 # --- drift and parameter counts -----------------------------------------------------------------
@@ -339,18 +415,26 @@ def test_every_study_job_composes_to_its_cell(study):
 
 
 # --- the report ---------------------------------------------------------------------------------
-def scored(score: float, frontend: float, backend: float, heads=("pitch",)) -> dict:
-    """A study run's metrics: `frontend` trainable front-end parameters, 9 in the heads."""
-    m = metrics(score, frontend + backend + 9, backend)
+def scored(
+    score: float, frontend: float, backend: float, heads=("pitch",), head_params: int = 9
+) -> dict:
+    """A study run's metrics: `frontend` trainable front-end parameters, `head_params` in the
+    heads."""
+    m = metrics(score, frontend + backend + head_params, backend)
     for h in heads:
         m |= {f"test/{h}/mae": 1.0 - score, f"test/{h}/skill": score}
-    return m | {"frontend/params/frontend_trainable": frontend, "frontend/params/heads": 9}
+    return m | {
+        "frontend/params/frontend_trainable": frontend,
+        "frontend/params/heads": head_params,
+    }
 
 
 def test_the_report_states_the_verdict_and_the_missing_cells(tmp_path, study, one_thread):
-    """write_report on a fake sweep: a gain for both small back-ends that vanishes for the
-    large one, a cell that never ran; the page states both claims, the matched comparison,
-    which planned cells are missing, and draws the gain figure."""
+    """write_report on a fake sweep: a gain for the small ConvNet that vanishes for the large
+    one, and a gain for the linear back-end, whose 2 back-end weights sit under heads that make
+    it the largest model (so it is not small); a cell that never ran. The page states both
+    claims, the matched comparison, which planned cells are missing, that the settings were
+    chosen on test where the runs logged no validation score, and draws the gain figure."""
     from src.metrics.baselines import BASELINES
 
     from frontend_study_report import write_report
@@ -360,7 +444,8 @@ def test_the_report_states_the_verdict_and_the_missing_cells(tmp_path, study, on
     for b, g in gains.items():
         for setting, add, fe in (("fixed", 0.0, 0), ("both", g, 71_208)):
             for seed, noise in enumerate((-0.005, 0.0, 0.005)):
-                m = scored(0.5 + add + noise, fe, sizes[b])
+                head_params = 229_000 if b == "linear" else 9
+                m = scored(0.5 + add + noise, fe, sizes[b], head_params=head_params)
                 fake_job(tmp_path, study, Config("saw", b, setting), seed, m)
     # The mask-out: the mask costs the fixed front-end 0.3 of cutoff skill, `both` wins 0.1 back.
     for setting, mask, skill in (
@@ -385,7 +470,12 @@ def test_the_report_states_the_verdict_and_the_missing_cells(tmp_path, study, on
 
     page = md.read_text()
     assert "**saw, claim 1 (a gain for small back-ends): holds.**" in page
-    assert "**saw, claim 2 (the gain shrinks as the back-end grows): holds.**" in page
+    assert "the others: cnn80k (79,009), linear (229,002)" in page  # linear is not small
+    assert "cnn5k (4,809) +0.060 ± 0.004 (t +14.7) (`both`)" in page
+    assert "except cnn5k, cnn80k, linear (runs without a validation score" in page
+    # The largest model (linear) gains most: size and gain rise together, so not "holds".
+    assert "**saw, claim 2 (the gain shrinks as the back-end grows): inconclusive.**" in page
+    assert "Spearman correlation of size and gain +0.50" in page
     assert "cnn5k minus cnn80k +0.060" in page
     assert "cnn5k+both vs cnn80k +0.060" in page  # 76k trainable against the fixed 79k ConvNet
     assert "**moog_hard**: the claims are not decided here" in page
@@ -397,3 +487,24 @@ def test_the_report_states_the_verdict_and_the_missing_cells(tmp_path, study, on
     assert "**linear**: the mask costs the fixed front-end +0.300 ± 0.004 of cutoff skill" in page
     assert "`both` wins back +0.100 ± 0.004 (t +24.5), +33% of the loss" in page
     assert (tmp_path / "figures" / "gains.png").is_file()
+
+
+def test_a_study_folder_of_the_main_table_alone_says_what_did_not_run(tmp_path, study, one_thread):
+    """Only the saw main table ran: no moog_hard tables, no mask-out probes, said in words."""
+    from src.metrics.baselines import BASELINES
+
+    from frontend_study_report import write_report
+
+    for setting, add in (("fixed", 0.0), ("both", 0.05)):
+        for seed, noise in enumerate((-0.005, 0.0, 0.005)):
+            m = scored(0.5 + add + noise, 0 if setting == "fixed" else 71_208, 4_800)
+            fake_job(tmp_path, study, Config("saw", "cnn5k", setting), seed, m)
+    base = {n: {"test/score": 0.0, "test/pitch/mae": 1.0} for n in BASELINES}
+    ctx = study.context() | {"baselines": {"saw": base}, "probes": None}
+    md = tmp_path / "study.md"
+    md.write_text("<!-- frontend_study:start -->\n<!-- frontend_study:end -->\n")
+    write_report(study.collect(tmp_path), md, tmp_path / "figures", ctx)
+    page = md.read_text()
+    assert "- **moog_hard**: no runs of this task in this study folder." in page
+    assert "No mask-out runs (moog_hard, STFT bins [4, 35)) in this study folder." in page
+    assert "**moog_hard**\n" not in page and "**saw, claim 1" in page

@@ -9,11 +9,14 @@ import json
 import pytest
 import torch
 
+from src.callbacks import speed
 from src.data.datamodule import VIMHDataModule
 from src.data.placement import split_device
+from src.data.provision import build_datamodule
 from src.errors import ConfigError
 from src.paths import PROJECT_ROOT
 from src.train import train
+from src.utils.config import compose_config
 from tests.helpers.runs import QUIET, on
 from tests.helpers.vimh import make_vimh
 from tests.test_scripts import load_script
@@ -79,17 +82,45 @@ def bench_data(tmp_path_factory):
     return tmp_path_factory.mktemp("bench_data")
 
 
+class TickingClock:
+    """`time` for a module under test: perf_counter advances one second per call, so a rate
+    the benchmark computes is a count of what it timed, exactly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
 def run_bench(monkeypatch, tmp_path, data_dir, *args):
     monkeypatch.syspath_prepend(str(PROJECT_ROOT / "scripts"))
     markdown = tmp_path / "performance.md"
     markdown.write_text("# Performance\n")
     out = tmp_path / "bench.json"
     argv = ["--tiny", "--data-dir", str(data_dir), "--json", str(out), "--markdown", str(markdown)]
-    result = load_script("bench_gpu").main([*argv, *args])
+    bench = load_script("bench_gpu")
+    monkeypatch.setattr(bench, "time", TickingClock())
+    monkeypatch.setattr(speed, "time", TickingClock())
+    result = bench.main([*argv, *args])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     if not torch.cuda.is_available():  # GPU figures only in the GPU section
         assert markdown.read_text() == "# Performance\n"
     return result
+
+
+def train_batches(data_dir, data: str) -> list[int]:
+    """Sizes of one epoch's training batches of the tiny benchmark's dataset."""
+    cfg = compose_config(
+        "train", [f"data={data}", "data.recipe.dataset.size=256", f"paths.data_dir={data_dir}"]
+    )
+    dm = build_datamodule(cfg.data, cfg.paths.data_dir)
+    dm.setup()
+    return [len(y) for _, y in dm.loader("train", shuffle=True, batch_size=32)]
 
 
 def test_bench_gpu_tiny_setting_on_cpu(monkeypatch, tmp_path, bench_data, one_thread):
@@ -97,11 +128,19 @@ def test_bench_gpu_tiny_setting_on_cpu(monkeypatch, tmp_path, bench_data, one_th
     assert {(r["data"], r["placement"]) for r in result["loading"]} == {
         (d, p) for d in ("saw", "saw_audio") for p in ("device", "host, copied per step")
     }
-    assert all(r["records_per_s"] > 0 for r in result["loading"])
+    # One tick per timed epoch: loading counts every train record once per epoch, both ways.
+    batches = {d: train_batches(bench_data, d) for d in ("saw", "saw_audio")}
+    for r in result["loading"]:
+        assert r["records_per_s"] == sum(batches[r["data"]]), r
     assert [r["model"] for r in result["end_to_end"]] == ["cnn_12k", "stft_cnn_77k"]
     for row in result["end_to_end"]:
+        # TrainingSpeed skips 2 batches, then ticks once per batch: records per batch timed.
+        sizes = batches[row["data"]][2:]
         assert set(row["records_per_s"]) == {"fp32", "fp32, host batches"}
-        assert all(v > 0 for v in row["records_per_s"].values()) and row["params"] > 1000
+        for rate in row["records_per_s"].values():
+            assert rate == pytest.approx(sum(sizes) / len(sizes)), row
+        stated = float(row["model"].split("_")[-1].rstrip("k")) * 1000  # the name's size
+        assert abs(row["params"] - stated) <= 0.1 * stated, row
 
 
 @pytest.mark.slow

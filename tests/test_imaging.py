@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import pickle
-import time
 
 import pytest
 import torch
@@ -324,23 +323,23 @@ def test_phase_channels_match_a_plain_padded_reference(n_fft, n_samples, width):
         assert torch.minimum(diff, 1 - diff).max() < 1e-5  # angles compare modulo one turn
 
 
-@pytest.mark.slow
-def test_default_channel_throughput():
-    """1-channel mel power, n_fft=256, 32x32 from 1 s at 8 kHz: >= 30k records/s on 2 threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        im = make()
-        x = torch.randn(4096, N) * 0.1
-        im(x)
-        best = math.inf
-        for _ in range(5):
-            start = time.perf_counter()
-            im(x)
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    assert x.shape[0] / best >= 30_000
+def test_default_channel_batch_equals_its_chunks(one_thread):
+    """A large batch (the shape of a generation batch) images each record as it would alone
+    or in a small batch: batching is free of cross-record effects. (Speed is measured by
+    scripts/bench_generate.py, recorded in docs/performance.md, not asserted here.)"""
+    im = make()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, N, generator=g) * 0.1 * torch.rand(512, 1, generator=g)
+    whole = im(x)
+    assert whole.shape == (512, 1, 32, 32) and whole.dtype == torch.uint8
+    parts = torch.cat([im(c) for c in x.split(96)])
+    one = im(x[300:301])
+    for other in (parts, one):
+        ref = whole[300:301] if other is one else whole
+        diff = (ref.int() - other.int()).abs()
+        # float sums in another order may move a pixel across a rounding boundary, no more
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    assert whole.float().std() > 10  # real images, not a constant
 
 
 def test_imager_pickles_for_dataloader_workers():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
+from src.audio.io import load_clips
 from src.errors import ConfigError, DataError
 from src.eval import evaluate
 from src.metrics import metric_key
@@ -54,9 +57,28 @@ def test_fast_dev_run_trains_on_a_wav_folder(compose_cfg, one_thread, tmp_path):
         "debug=fdr",
     ]
     metrics, objects = train(compose_cfg("train", overrides))
-    assert objects["datamodule"].spec.frame_mean is not None
+    dm, model = objects["datamodule"], objects["model"]
     for key in ("test/score", "test/mean_frame/mse", "test/repeat_last/rollout_mse"):
-        assert key in metrics, key
+        assert math.isfinite(float(metrics[key])), key
+    # The baseline the model scores is the mean frame of the train files, imaged anew here,
+    # not that of every file (which differs: the files hold different tones), and averaged in
+    # linear power, not in log-mel (which differs too).
+    train_files = sorted({c["file"] for c in dm.clip_sources["train"]})
+    all_files = sorted(str(p) for p in (tmp_path / "wavs").rglob("*.wav"))
+    assert 0 < len(train_files) < len(all_files) == 5
+
+    def mean_frame(files: list[str], in_power: bool = True) -> torch.Tensor:
+        clips, _ = load_clips([Path(f) for f in files], 8000, dm.clip_samples, dm.clip_hop)
+        unit = dm.imager(clips)[:, dm.channel].double() / 255.0  # (N, H, W), dB over [-80, 0]
+        if not in_power:
+            return unit.mean(dim=(0, 2))
+        power = 10.0 ** ((-80.0 + 80.0 * unit) / 10.0)
+        return (10.0 * power.mean(dim=(0, 2)).log10() + 80.0) / 80.0
+
+    expected = mean_frame(train_files)
+    assert torch.allclose(model.frame_mean.double(), expected, atol=1e-6)
+    assert (mean_frame(all_files) - expected).abs().max() > 0.01
+    assert (mean_frame(train_files, in_power=False) - expected).abs().max() > 0.01
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -115,6 +137,21 @@ def test_training_logs_the_model_beside_its_baselines_and_writes_the_report(trai
     for i in range(2):
         for kind in ("target", "one_step", "rollout"):
             assert f"example_{i:03d}_{kind}.wav" in names
+
+
+def test_fitted_baselines_score_like_the_module(trained):
+    """src/evaluation/sequence_baselines.py scores repeat-last and the mean frame on the same
+    windows with the same numbers the module logged; its linear AR beats the mean frame."""
+    from src.evaluation.sequence_baselines import sequence_baselines
+
+    metrics, objects, _ = trained
+    out = sequence_baselines(objects["datamodule"])["metrics"]
+    for p in ("repeat_last", "mean_frame"):
+        for name in ("mse", "mse_db", "centroid_err", "rollout_mse", "rollout_entropy_err"):
+            key = metric_key("test", name, p)
+            assert out[key] == pytest.approx(float(metrics[key]), rel=1e-4), key
+    ar, mean = (out[metric_key("test", "mse", p)] for p in ("linear_ar", "mean_frame"))
+    assert ar < mean
 
 
 def test_eval_reproduces_the_test_metrics_and_writes_the_report(compose_cfg, one_thread, trained):

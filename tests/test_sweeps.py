@@ -7,16 +7,19 @@ import csv
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 import src.train as train_module
+from src.data.vimh import VIMHDataset
 from src.paths import PROJECT_ROOT
-from tests.helpers.runs import QUIET, on
+from tests.helpers.runs import QUIET, assert_complete_metrics, on
 from tests.helpers.vimh import make_vimh
 from tests.test_scripts import load_script
 
@@ -149,5 +152,21 @@ def test_submitit_launcher_runs_a_sweep(tmp_path, small):
     ]
     done = subprocess.run(cmd, timeout=300, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    for job in ("0", "1"):
-        assert "val/score" in json.loads((sweep / job / "metrics.json").read_text())
+    # What each submitit job handed back (its pickled result): job number -> value returned.
+    returned = {}
+    for path in (sweep / ".submitit").glob("*/*_result.pkl"):
+        status, job_return = pickle.loads(path.read_bytes())
+        assert status == "success", path
+        returned[str(job_return.hydra_cfg.hydra.job.num)] = job_return.return_value
+    assert sorted(returned) == ["0", "1"]
+    scores = []
+    for job, lr in (("0", 0.001), ("1", 0.01)):
+        # Each job ran with its own learning rate and returned its own validation score ...
+        config = OmegaConf.load(sweep / job / ".hydra" / "config.yaml")
+        assert config.model.optimizer.lr == lr
+        # ... trained and tested: complete, consistent test metrics.
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert_complete_metrics(metrics, VIMHDataset(small).params)
+        assert returned[job] == pytest.approx(metrics["val/score"], abs=1e-6)
+        scores.append(metrics["val/score"])
+    assert scores[0] != scores[1]  # two learning rates, two results

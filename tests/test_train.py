@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from src.data.datamodule import VIMHDataModule
 from src.errors import ConfigError
 from src.eval import evaluate
 from src.paths import CONFIG_DIR
 from src.train import train
-from tests.helpers.runs import QUIET, assert_complete_metrics, on, raises_user_error
+from tests.helpers.runs import QUIET, WeightWatch, assert_complete_metrics, on, raises_user_error
 from tests.helpers.vimh import make_vimh
 
 # Parameter-estimation experiments; the sequence ones (seq_*) run in test_sequence_train.py.
@@ -28,9 +29,18 @@ def test_experiment_fast_dev_run(compose_cfg, toy, experiment):
     if "multihead" not in compose_cfg("train", [f"experiment={experiment}"]).model._target_:
         pytest.skip("another task: its own tests run its experiments (e.g. test_codec_module.py)")
     cfg = compose_cfg("train", [f"experiment={experiment}", *on(toy), "debug=fdr"])
-    metrics, objects = train(cfg)
-    assert "test/score" in metrics
-    assert objects["model"].head_names == ["note_number", "note_velocity"]
+    watch = WeightWatch()
+    metrics, objects = train(cfg, callbacks=[watch])
+    model = objects["model"]
+    assert model.head_names == ["note_number", "note_velocity"]
+    # The experiment's network, read from its own file, is the one that trained ...
+    defaults = OmegaConf.load(CONFIG_DIR / "experiment" / f"{experiment}.yaml").defaults
+    name = next(d["override /model"] for d in defaults if "override /model" in d)
+    net = OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml").net._target_
+    assert f"{type(model.net).__module__}.{type(model.net).__name__}" == net
+    # ... its one training step moved the weights, and the test scored every head.
+    assert watch.changed(), "no weight changed: the optimizer never stepped"
+    assert_complete_metrics(metrics, objects["datamodule"].heads)
 
 
 @pytest.mark.parametrize(("version", "with_val"), [("2.0", False), ("2.1", False)])
@@ -143,8 +153,15 @@ def test_multirun_two_jobs_in_process(tmp_path, toy, monkeypatch):
 
     GlobalHydra.instance().clear()
     train_module.main()
-    assert len(returned) == 2 and all(np.isfinite(v) for v in returned)
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0", "1"]
+    sweep = tmp_path / "sweep"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    # Each job ran its own model and returned its own optimized metric (val/score), the one
+    # its metrics.json holds; the two models do not score alike.
+    for job, model in (("0", "cnn_12k"), ("1", "cnn_50k")):
+        assert f"model={model}" in OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")
+        saved = json.loads((sweep / job / "metrics.json").read_text())
+        assert returned[int(job)] == pytest.approx(saved["val/score"], abs=1e-6)
+    assert len(returned) == 2 and returned[0] != returned[1]
 
 
 @pytest.mark.slow

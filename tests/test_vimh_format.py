@@ -58,21 +58,35 @@ def test_1043_bytes_for_32x32x1_with_two_parameters(tmp_path):
     assert (root / "test").stat().st_size == 1043
 
 
+INFO_ARGS = {
+    "dataset_name": "d",
+    "height": 2,
+    "width": 3,
+    "channels": 1,
+    "channel_labels": ["power"],
+    "params": PARAMS,
+    "fixed_parameters": {"attack": {"value": 0.005, "description": "s"}},
+    "split_sizes": {"train": 1, "test": 1},
+    "sample_rate": 8000,
+    "duration": 1.0,
+    "synth_type": "saw",
+    "spectrogram_config": {"kind": "test"},
+    "extra": {"seed": 7},
+}
+
+
 def make_info(name, h, w, c, sizes, params=PARAMS):
     return build_info(
-        dataset_name=name,
-        height=h,
-        width=w,
-        channels=c,
-        channel_labels=["power"] * c,
-        params=params,
-        fixed_parameters={"attack": {"value": 0.005, "description": "s"}},
-        split_sizes=sizes,
-        sample_rate=8000,
-        duration=1.0,
-        synth_type="saw",
-        spectrogram_config={"kind": "test"},
-        extra={"seed": 7},
+        **{
+            **INFO_ARGS,
+            "dataset_name": name,
+            "height": h,
+            "width": w,
+            "channels": c,
+            "channel_labels": ["power"] * c,
+            "params": params,
+            "split_sizes": sizes,
+        }
     )
 
 
@@ -136,6 +150,79 @@ def test_write_read_round_trip(tmp_path):
         "description": "s",
     }
     assert ds.params == tuple(PARAMS)
+
+
+NSMT_CODE = "q = floor(255 * (v - min) / (max - min)); v = min + q / 255 * (max - min)"
+DECAY = ParamSpec("decay", 4.0, 128.0, 0.25, scale="log", unit="dB/s")
+
+
+def test_label_encoding_states_each_parameters_true_formula(tmp_path):
+    """Linear parameters only: NSMT's own words. A log-scale one is named with its formula,
+    which (computed here from the words) is how its codes are made and read."""
+    linear = make_info("lin", 2, 3, 1, {"train": 1, "test": 1})["label_encoding"]
+    assert linear["code"] == NSMT_CODE
+    assert linear["code_by_parameter"] == {"pitch": NSMT_CODE, "level": NSMT_CODE}
+
+    mixed = [*PARAMS, DECAY]
+    enc = make_info("log", 2, 3, 1, {"train": 1, "test": 1}, params=mixed)["label_encoding"]
+    log_code = (
+        "q = floor(255 * log2(v / min) / log2(max / min)); "
+        "v = min * 2 ** (q / 255 * log2(max / min))"
+    )
+    assert enc["code_by_parameter"] == {"pitch": NSMT_CODE, "level": NSMT_CODE, "decay": log_code}
+    assert NSMT_CODE not in enc["code"].split(". ")  # no longer claimed for every parameter
+    assert f"linear parameters: {NSMT_CODE}" in enc["code"]
+    assert f"log-scale parameters (decay): {log_code}" in enc["code"]
+    # The stated log formula is the one the codes follow, both ways.
+    v = np.geomspace(4.0, 128.0, 41)
+    q = np.floor(255 * np.log2(v / 4.0) / np.log2(128.0 / 4.0) + 1e-9)
+    np.testing.assert_array_equal(DECAY.encode(v), q)
+    np.testing.assert_allclose(DECAY.decode(q), 4.0 * 2 ** (q / 255 * np.log2(32.0)))
+    # The converter writes nearest codes and says so.
+    enc = build_info(**{**INFO_ARGS, "params": mixed, "rounding": "round"})["label_encoding"]
+    assert enc["code_by_parameter"]["decay"] == log_code.replace("floor", "round")
+    assert enc["code_by_parameter"]["pitch"] == NSMT_CODE.replace("floor", "round")
+    with pytest.raises(ValueError, match="rounding"):
+        DECAY.code_formula("ceil")
+
+
+def test_a_log_parameter_dataset_reads_back_and_its_json_stays_nsmt_shaped(tmp_path):
+    root = tmp_path / "logdata"
+    params = [PARAMS[0], DECAY]
+    with VIMHWriter(
+        root, height=2, width=3, channels=1, params=params, split_sizes={"train": 2, "test": 1}
+    ) as w:
+        for split, n in (("train", 2), ("test", 1)):
+            codes = np.full((n, 2), 102, np.uint8)
+            w.write(split, np.zeros((n, 1, 2, 3), np.uint8), codes, -80, 0)
+        w.finish(make_info(root.name, 2, 3, 1, {"train": 2, "test": 1}, params=params))
+    ds = VIMHDataset(root)
+    np.testing.assert_allclose(ds["train"].values()[:, 1], 16.0)  # code 102 is 16 dB/s
+    info = json.loads((root / INFO_FILENAME).read_text())
+    enc = info["label_encoding"]
+    assert isinstance(enc["code"], str) and enc["metadata_bytes"] == 14
+    assert set(enc["code_by_parameter"]) == {"pitch", "decay"}
+
+
+def test_vimh_doc_says_what_an_nsmt_reader_sees_for_the_saw_decay():
+    """docs/vimh.md's worked example, recomputed from configs/synth/saw.yaml."""
+    from omegaconf import OmegaConf
+
+    from src.paths import CONFIG_DIR, PROJECT_ROOT
+
+    m = OmegaConf.load(CONFIG_DIR / "synth" / "saw.yaml").params.decay
+    decay = ParamSpec("decay", m.min, m.max, m.step, scale=m.scale)
+    q = int(decay.encode(m.default))
+    nsmt_value = m.min + q / 255 * (m.max - m.min)
+    nsmt_classes = round((m.max - m.min) / m.step) + 1
+    doc = " ".join((PROJECT_ROOT / "docs" / "vimh.md").read_text().split())
+    example = (
+        f"the default decay of {m.default:g} dB/s has code {q}, which NSMT reads as "
+        f"{nsmt_value:.1f} dB/s, and NSMT counts {nsmt_classes} decay classes where there "
+        f"are {decay.num_classes}"
+    )
+    assert example in doc
+    assert f"({m.min:g} to {m.max:g} dB/s, step {m.step:g} octave" in doc
 
 
 def test_writer_refuses_to_overwrite_and_cleans_up_on_error(tmp_path):

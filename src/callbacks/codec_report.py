@@ -77,18 +77,24 @@ class CodecReport(L.Callback):
         decoded = torch.cat(self.kept["decoded"])[:n, 0]
         sources = torch.cat(self.kept["source"])[:n]
         net, sr = pl_module.net, int(pl_module.hparams.sample_rate)
-        entropy = trainer.callback_metrics.get(metric_key("test", "entropy_kbps"))
+        # Entropy-coded with tables fitted on the training codes (none without a train split).
+        coded = trainer.callback_metrics.get(metric_key("test", "coded_kbps"))
         model = {
             "name": "model",
             "kbps": net.bitrate_kbps,
-            "entropy_kbps": None if entropy is None else float(entropy),
+            "coded_kbps": None if coded is None else float(coded),
         }
         stoi = self.stoi and stoi_available()
         if self.stoi and not stoi:
             log.warning("codec report: STOI skipped (pystoi is not installed)")
         kbps = MP3_KBPS if self.mp3 else None
         systems, renders = compare_codecs(
-            original, decoded, sr, model, baselines(sr, mp3_kbps=kbps), stoi
+            original,
+            decoded,
+            sr,
+            model,
+            baselines(sr, mp3_kbps=kbps, at_kbps=[model["kbps"]]),
+            stoi,
         )
         out = Path(trainer.default_root_dir)
         if self.dirname:

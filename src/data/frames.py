@@ -31,6 +31,7 @@ from src.errors import ConfigError, DataError, DatasetNotFoundError
 from src.generation.recipe import recipe_config
 from src.imaging import SpectrogramImager, choose_hop
 from src.imaging.filters import filter_centres
+from src.metrics.spectral import to_power, to_unit
 from src.utils.checks import dataset_dir, memory_budget
 from src.utils.pylogger import RankedLogger
 
@@ -191,15 +192,18 @@ class FrameWindows(L.LightningDataModule):
         return FrameSpec(self.frames, self.context, self.horizon, self.frame_mean())
 
     def frame_mean(self) -> tuple[float, ...] | None:
-        """The mean training frame in unit log-mel (the mean-frame baseline); None without a
-        train split."""
+        """The mean-frame baseline, None without a train split: per bin, the mean linear mel
+        power of every training frame (the domain the predictors are scored in, where it is
+        the constant frame of least MSE), handed over as unit log-mel like every frame."""
         if self._mean is None and "train" in self.splits:
-            total = np.zeros(self.frames["height"])
+            db = (float(self.frames["db_min"]), float(self.frames["db_max"]))
+            total = torch.zeros(self.frames["height"], dtype=torch.float64)
             n = self.splits["train"].n_records
             for start in range(0, n, MEAN_CHUNK):
                 block = self.records("train", np.arange(start, min(start + MEAN_CHUNK, n)))
-                total += block.double().sum(dim=(0, 1)).numpy()
-            self._mean = tuple(float(v) for v in total / (n * self.n_frames * 255.0))
+                total += to_power(block.double() / 255.0, *db).sum(dim=(0, 1))
+            mean = to_unit(total / (n * self.n_frames), *db)
+            self._mean = tuple(float(v) for v in mean)
         return self._mean
 
     def records(self, split: str, index: np.ndarray) -> torch.Tensor:

@@ -103,8 +103,8 @@ class FrameSpec:
     `frames` holds `FRAME_FACTS` (how a frame was made: rate, hop, mel bands, dB range), so a
     model can be rebuilt, its metrics placed on frequencies and its frames heard again;
     `context` and `horizon` are the window the data serves (frames given, frames predicted);
-    `frame_mean` is the mean training frame (the mean-frame baseline), None without a train
-    split. Frame sequences carry no heads.
+    `frame_mean` is the mean training frame (the mean-frame baseline: the mean linear power,
+    as unit log-mel), None without a train split. Frame sequences carry no heads.
     """
 
     frames: dict

@@ -4,8 +4,8 @@
 (`src/metrics/codec.py`); `write_codec_report` writes into a folder:
 - `codec_metrics.csv` / `.json`: one row per system (its bitrate and the mean of each metric
   over the in-distribution records), and the same per source (`codec_metrics_per_source.csv`);
-- `rate_distortion.png`: SNR (and STOI where measured) against kbps, baselines as lines by
-  family, the model(s) as points;
+- `rate_distortion.png`: SNR, log-mel distance (and STOI where measured) against kbps,
+  baselines as lines by family, the model(s) as points;
 - `listen/<n>_<source>/<system>.wav`: the original, the model's and each baseline's rendering
   of a few clips.
 """
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -33,14 +34,14 @@ BATCH = 64  # records measured at once (the STFT distances hold a few spectrogra
 
 @dataclass
 class System:
-    """One codec's results: bitrate (`kbps`; for a model, `entropy_kbps` too) and per-record
-    metric values."""
+    """One codec's results: bitrate (`kbps`; for a model, `coded_kbps` too: entropy-coded
+    with tables fitted on the training codes) and per-record metric values."""
 
     name: str
     family: str
     kbps: float
     values: dict[str, Tensor]
-    entropy_kbps: float | None = None
+    coded_kbps: float | None = None
     extra: dict = field(default_factory=dict)
 
     def means(self, mask: Tensor | None = None) -> dict[str, float]:
@@ -70,7 +71,7 @@ def compare_codecs(
     stoi: bool = False,
 ) -> tuple[list[System], dict[str, Tensor]]:
     """The model's (N, T) reconstructions and every baseline's, measured against `original`.
-    `model`: {"name", "kbps", "entropy_kbps"}. Returns the systems and the renderings."""
+    `model`: {"name", "kbps", "coded_kbps"}. Returns the systems and the renderings."""
     original, decoded = original.float().cpu(), decoded.float().cpu()
     systems = [
         System(
@@ -78,7 +79,7 @@ def compare_codecs(
             "model",
             float(model["kbps"]),
             measure(decoded, original, sample_rate, stoi),
-            entropy_kbps=model.get("entropy_kbps"),
+            coded_kbps=model.get("coded_kbps"),
         )
     ]
     renders = {"original": original, model["name"]: decoded}
@@ -123,13 +124,13 @@ def write_codec_report(
     held = torch.tensor([source_names[int(s)] in heldout for s in sources], dtype=torch.bool)
     metrics = list(systems[0].values)
     written = []
-    header = ["system", "family", "kbps", "entropy_kbps", *metrics]
+    header = ["system", "family", "kbps", "coded_kbps", *metrics]
     rows = [
         [
             s.name,
             s.family,
             s.kbps,
-            s.entropy_kbps if s.entropy_kbps is not None else "",
+            s.coded_kbps if s.coded_kbps is not None else "",
             *s.means(~held).values(),
         ]
         for s in systems
@@ -155,7 +156,7 @@ def write_codec_report(
                 "name": s.name,
                 "family": s.family,
                 "kbps": s.kbps,
-                "entropy_kbps": s.entropy_kbps,
+                "coded_kbps": s.coded_kbps,
                 "metrics": s.means(~held),
                 "per_source": {
                     n: s.means(sources == g)
@@ -180,14 +181,16 @@ def write_codec_report(
 def rate_distortion_figure(
     systems: list[dict], path: Path, title: str | None = None, spread: dict | None = None
 ) -> Path:
-    """SNR (and STOI, when measured) against kbps: one line per baseline family, one point per
-    model (`spread`: {model name: {metric: std}} draws error bars). Log kbps axis."""
+    """SNR, log-mel distance (and STOI, when measured) against kbps: one line per baseline
+    family, one point per model (`spread`: {model name: {metric: std}} draws error bars). Log
+    kbps axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [m for m in ("snr_db", "stoi") if any(m in s["metrics"] for s in systems)]
+    metrics = ("snr_db", "logmel_db", "stoi")
+    panels = [m for m in metrics if any(m in s["metrics"] for s in systems)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for s in systems:  # a 0 kbps system (silence) has no place on a log axis: a level line
         if s["kbps"] <= 0:
@@ -196,7 +199,7 @@ def rate_distortion_figure(
                 ax.axhline(value, color="grey", ls=":", lw=1, label=f"{s['name']} (0 kbps)")
     systems = [s for s in systems if s["kbps"] > 0]
     families = list(dict.fromkeys(s["family"] for s in systems if s["family"] != "model"))
-    markers = dict(zip(families, "osd^v"))
+    markers = dict(zip(families, itertools.cycle("osd^v<>ph")))
     for ax, metric in zip(axes[0], panels):
         for fam in families:
             pts = sorted(
@@ -219,8 +222,8 @@ def rate_distortion_figure(
             )
         ax.set_xscale("log")
         ax.set_xlabel("bitrate (kbit/s)")
-        label = {"snr_db": "SNR (dB)", "stoi": "STOI"}[metric]
-        ax.set_ylabel(label + (" ↑" if metric in HIGHER_IS_BETTER else ""))
+        label = {"snr_db": "SNR (dB)", "logmel_db": "log-mel distance (dB)", "stoi": "STOI"}[metric]
+        ax.set_ylabel(label + (" ↑" if metric in HIGHER_IS_BETTER else " ↓"))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     if title:

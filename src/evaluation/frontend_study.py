@@ -4,7 +4,10 @@ Runs are grouped over seeds by their configuration (task, back-end, front-end se
 filterbank init, mask-out band). A trainable setting is compared with the fixed front-end two
 ways: with the same back-end (the gain the seed paper reports), and at matched total trainable
 parameters (a fixed front-end whose back-end had about as many parameters to spend). The two
-claims are then decided by the rules in `verdict`, from the numbers it returns.
+claims are then decided by the rules in `verdict`, from the numbers it returns: a back-end's
+size is its total trainable parameters with the fixed front-end (back-end, heads and input
+norm: what it can fit), and its front-end setting is chosen on the validation score, the test
+score only measuring the chosen one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ SETTINGS = {  # name: (trainable_stft, trainable_mel)
 }
 TRAINABLE = ("mel", "stft", "both")
 SCORE = "test/score"
+# The tested checkpoint's validation score (the best epoch's; `collect` in
+# scripts/frontend_study.py reads it from each run's log): what choosing among settings may use.
+VAL_SCORE = "val/score_best"
 TRAINABLE_PARAMS = "frontend/params/trainable"
 BACKEND_PARAMS = "frontend/params/backend"
 # |mean difference| / its standard error counted as more than seed noise: with 3 seeds a side
@@ -212,13 +218,26 @@ class Verdict:
     """The decision on one task, with the numbers behind it."""
 
     task: str
-    best: dict[str, Gain]  # back-end -> its best trainable setting's gain over fixed
-    sizes: dict[str, float]  # back-end -> back-end parameters (the capacity axis)
+    best: dict[str, Gain]  # back-end -> the test gain over fixed of its val-chosen setting
+    sizes: dict[str, float]  # back-end -> total trainable parameters, fixed front-end
     small: list[str]  # the back-ends claim 1 is about
     pairs: list[tuple[str, str, float, float]]  # (smaller, larger, gain difference, its se)
     rho: float  # Spearman(back-end size, best gain)
     claim1: str  # "holds" | "partly" | "does not hold"
     claim2: str  # "holds" | "does not hold" | "inconclusive"
+    chosen_on: dict[str, str] = field(default_factory=dict)  # back-end -> "validation" | "test"
+
+
+def choose_setting(groups: Mapping[Config, list[Run]], gains: list[Gain]) -> tuple[Gain, str]:
+    """Of one back-end's trainable settings (their test gains over fixed), the one whose
+    validation gain is largest, and "validation"; "test" if some run has no validation score
+    (then the largest test gain, as a last resort the report names)."""
+    by_val = []
+    for g in gains:
+        if not all(values(groups[c], VAL_SCORE) for c in (g.config, g.reference)):
+            return max(gains, key=lambda x: x.gain), "test"
+        by_val.append((gain(groups, g.config, g.reference, VAL_SCORE).gain, g))
+    return max(by_val, key=lambda vg: vg[0])[1], "validation"
 
 
 def verdict(
@@ -230,31 +249,36 @@ def verdict(
     """Decide the two claims on `task` at `base`'s n_mels, init, mask and front-end lr (default:
     `Config`'s defaults).
 
-    Claim 1 (a gain for small back-ends): the small back-ends are the linear one and the
-    smaller member of each family; a back-end gains when its best trainable setting beats the
-    fixed front-end by >= T_SIGNIFICANT standard errors. Holds if every small back-end gains,
-    partly if some do. Claim 2 (the gain shrinks with capacity), from each family's smaller
-    back-end's best gain minus its larger one's: does not hold if no back-end gains (there is
-    no gain to shrink) or a difference is negative by >= T_SIGNIFICANT standard errors (the
-    larger back-end gains more); holds if every difference is positive, one by >=
-    T_SIGNIFICANT standard errors, and the rank correlation of back-end size with gain over all
-    back-ends is negative; else inconclusive.
+    Each back-end's size is its total trainable parameters with the fixed front-end, and its
+    gain is the test gain of the trainable setting chosen on validation (`choose_setting`).
+    Claim 1 (a gain for small back-ends): the small back-ends are the smaller half by size
+    (at least one); a back-end gains when its gain is >= T_SIGNIFICANT standard errors. Holds
+    if every small back-end gains, partly if some do. Claim 2 (the gain shrinks with
+    capacity), from each family's smaller back-end's gain minus its larger one's: does not hold
+    if no back-end gains (there is no gain to shrink) or a difference is negative by >=
+    T_SIGNIFICANT standard errors (the larger back-end gains more); holds if every difference
+    is positive, one by >= T_SIGNIFICANT standard errors, and the rank correlation of size with
+    gain over all back-ends is negative; else inconclusive.
     """
     base = base or Config(task, "", "fixed")
-    best: dict[str, Gain] = {}
+    per_backend: dict[str, list[Gain]] = defaultdict(list)
     sizes: dict[str, float] = {}
     key = (task, base.n_mels, base.mel_init, base.mask, base.lr)
     for g in gains_over_fixed(groups):
         c = g.config
         if (c.task, c.n_mels, c.mel_init, c.mask, c.lr) != key:
             continue
-        if c.backend not in best or g.gain > best[c.backend].gain:
-            best[c.backend] = g
-        sizes[c.backend] = mean(groups[g.reference], BACKEND_PARAMS)
+        per_backend[c.backend].append(g)
+        sizes[c.backend] = mean(groups[g.reference], TRAINABLE_PARAMS)
+    best: dict[str, Gain] = {}
+    chosen_on: dict[str, str] = {}
+    for b, gains in per_backend.items():
+        best[b], chosen_on[b] = choose_setting(groups, gains)
+    ordered = sorted(best, key=lambda b: sizes[b])
+    small = ordered[: max(1, len(ordered) // 2)] if ordered else []
     by_family: dict[str, list[str]] = defaultdict(list)
-    for b in sorted(best, key=lambda b: sizes[b]):
+    for b in ordered:
         by_family[families.get(b, b)].append(b)
-    small = [m[0] for m in by_family.values()]
     gaining = [b for b in small if best[b].gain > 0 and best[b].significant]
     claim1 = (
         "holds"
@@ -280,4 +304,4 @@ def verdict(
         claim2 = "does not hold"
     else:
         claim2 = "holds" if ok else "inconclusive"
-    return Verdict(task, best, sizes, small, pairs, rho, claim1, claim2)
+    return Verdict(task, best, sizes, small, pairs, rho, claim1, claim2, chosen_on)

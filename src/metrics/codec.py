@@ -2,7 +2,10 @@
 
 Per record (B, T) -> (B,): SNR, SI-SDR, PSNR (full scale: peak-to-peak range 2 for audio in
 [-1, 1]), MSE from torchmetrics, the multi-resolution STFT distance of `src/metrics/audio.py`,
-and STOI through torchmetrics' wrapper of pystoi where that optional package is installed.
+the log-mel distance (`logmel_db`: per frame the RMS over `LOGMEL_BANDS` mel bands of the dB
+difference, then the mean over frames; a `LOGMEL_FFT`-point STFT, hop a quarter of it, powers
+calibrated and floored as in `src/metrics/audio.py`), and STOI through torchmetrics' wrapper
+of pystoi where that optional package is installed.
 The dB metrics are capped at `MAX_DB`: a reconstruction equal to its original to float
 precision reads MAX_DB instead of infinity (or a value set by float rounding), so one exact
 record cannot turn a mean into infinity. A silent original has no defined SNR: it is NaN and
@@ -11,7 +14,10 @@ left out of the means (counted in `n_undefined`).
 Codes: `CodeStats` counts each stage's code histogram; from it come the empirical entropy
 (bits a frame an order-0 entropy coder would reach, stage by stage), codebook usage (share of
 entries used) and perplexity (2 ** entropy: the number of equally likely codes with that
-entropy). Bitrates are frames/s x bits a frame, never assumed.
+entropy). A coder must fix its tables before it sees the clips it codes: `table_bits` is the
+rate of a static table per stage fitted on other codes (the training split's), applied to
+these (cross-entropy, the table add-one smoothed so an unseen code costs finite bits).
+Bitrates are frames/s x bits a frame, never assumed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torchaudio
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.functional import mean_squared_error
@@ -30,14 +37,16 @@ from torchmetrics.functional.audio import (
 )
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from src.metrics.audio import AudioComparison
+from src.metrics.audio import FLOOR_DB, AudioComparison, stft_power
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
 MAX_DB = 100.0  # what an exact reconstruction reads, in dB (SNR, SI-SDR, PSNR)
 FULL_SCALE_RANGE = 2.0  # audio in [-1, 1]
-WAVE_METRICS = ("snr_db", "si_sdr_db", "psnr_db", "mse", "mrstft")
+WAVE_METRICS = ("snr_db", "si_sdr_db", "psnr_db", "mse", "mrstft", "logmel_db")
+LOGMEL_FFT = 1024  # 64 ms at 16 kHz
+LOGMEL_BANDS = 64
 STOI_MIN_S = 0.4  # shorter records get NaN STOI (pystoi needs 30 frames of 25.6 ms)
 HIGHER_IS_BETTER = {"snr_db", "si_sdr_db", "psnr_db", "stoi"}
 
@@ -78,13 +87,42 @@ def waveform_metrics(
         "mrstft": AudioComparison(target.float(), sample_rate, metrics=("mrstft",))(pred.float())[
             "mrstft"
         ],
+        "logmel_db": log_mel_distance(pred.float(), target.float(), sample_rate),
     }
     if stoi:
         out["stoi"] = stoi_values(pred.float(), target.float(), sample_rate)
-    for name in ("mrstft", "stoi"):  # relative to the original's spectrum: undefined if silent
+    for name in ("mrstft", "logmel_db", "stoi"):  # relative to the original's spectrum
         if name in out:
             out[name] = out[name].masked_fill(silent, math.nan)
     return out
+
+
+def log_mel_distance(pred: Tensor, target: Tensor, sample_rate: int) -> Tensor:
+    """(B,) dB: per frame the RMS over mel bands of the dB difference, then the mean over
+    frames (the log-spectral distance on a mel scale, what an ear-like spectrogram sees)."""
+    n_fft = min(LOGMEL_FFT, 1 << (target.shape[-1].bit_length() - 1))
+    fb = torchaudio.functional.melscale_fbanks(
+        n_fft // 2 + 1, 0.0, sample_rate / 2, LOGMEL_BANDS, sample_rate, norm="slaney"
+    ).to(target.device, target.dtype)
+    floor = 10 ** (FLOOR_DB / 10)
+
+    def mel_db(x: Tensor) -> Tensor:
+        power = stft_power(x, n_fft)  # (B, F, T)
+        return 10.0 * (power.transpose(1, 2) @ fb).clamp_min(floor).log10()  # (B, T, M)
+
+    return (mel_db(pred) - mel_db(target)).square().mean(dim=-1).sqrt().mean(dim=-1)
+
+
+def table_bits(counts: Tensor, table: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Bits a frame, per stage (S,), of coding the codes counted in `counts` (S, K) with static
+    tables fitted on the histogram `table` (S, K): the cross-entropy of those codes under the
+    table, add-one smoothed over each stage's `sizes[s]` possible codes."""
+    valid = torch.arange(counts.shape[1], device=counts.device) < torch.tensor(
+        sizes, device=counts.device
+    ).reshape(-1, 1)
+    p = counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)
+    q = (table + valid) / (table + valid).sum(dim=-1, keepdim=True)
+    return -(p * torch.log2(q.clamp_min(1e-30))).sum(dim=-1)
 
 
 def stoi_values(pred: Tensor, target: Tensor, sample_rate: int) -> Tensor:
@@ -123,16 +161,21 @@ class CodeStats(Metric):
         flat = torch.bincount((per_stage + offsets).reshape(-1), minlength=k * len(self.sizes))
         self.counts += flat.reshape(len(self.sizes), k).to(self.counts.dtype)
 
-    def compute(self) -> dict[str, Tensor]:
-        """entropy_bits (per frame, summed over stages), usage and perplexity (stage means)."""
+    def compute(self, table: Tensor | None = None) -> dict[str, Tensor]:
+        """entropy_bits (per frame, summed over stages), usage and perplexity (stage means);
+        with `table` (another CodeStats' counts, e.g. the training split's) also table_bits:
+        bits a frame under static tables fitted there (`table_bits`, summed over stages)."""
         h = entropy_bits(self.counts)
         sizes = torch.tensor(self.sizes, device=self.counts.device, dtype=self.counts.dtype)
         used = (self.counts > 0).sum(dim=1) / sizes
-        return {
+        out = {
             "entropy_bits": h.sum(),
             "usage": used.mean(),
             "perplexity": torch.exp2(h).mean(),
         }
+        if table is not None:
+            out["table_bits"] = table_bits(self.counts, table.to(self.counts), self.sizes).sum()
+        return out
 
 
 class WaveformMetrics(Metric):

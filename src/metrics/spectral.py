@@ -36,6 +36,12 @@ def to_power(unit: Tensor, db_min: float, db_max: float) -> Tensor:
     return torch.exp(db * LN10_OVER_10)
 
 
+def to_unit(power: Tensor, db_min: float, db_max: float) -> Tensor:
+    """Linear power -> unit log-mel, the inverse of `to_power` (clamped to [0, 1])."""
+    db = 10.0 * torch.log10(power.clamp_min(1e-30))
+    return ((db - db_min) / (db_max - db_min)).clamp(0.0, 1.0)
+
+
 def _weights(power: Tensor) -> Tensor:
     return power / power.sum(dim=-1, keepdim=True).clamp_min(1e-30)
 

@@ -14,8 +14,9 @@ Evaluation compares predictors on the horizon frames of every window (frames con
 - rollout (test, and validation with `val_rollout`): primed with the context, the model feeds
   its own predictions back for `horizon` steps, logged as `{stage}/rollout_{metric}`; per
   horizon step in `horizon_curves()`;
-with the baselines repeat-last-frame and the training set's mean frame on the same frames
-(`{stage}/repeat_last/...`, `{stage}/mean_frame/...`). Metrics are on linear-scale mel power
+with the baselines repeat-last-frame and the training set's mean frame (averaged in linear
+power, where it is scored) on the same frames (`{stage}/repeat_last/...`,
+`{stage}/mean_frame/...`). Metrics are on linear-scale mel power
 (`src/metrics/spectral.py`). `{stage}/score` = 1 - MSE / repeat-last MSE (one step): above 0
 beats repeat-last-frame.
 """

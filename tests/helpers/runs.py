@@ -6,7 +6,9 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 
 from src.errors import user_error
 
@@ -51,3 +53,22 @@ def assert_complete_metrics(metrics: dict, specs, stage: str = "test") -> None:
         skills.append(float(metrics[f"{stage}/{spec.name}/skill"]))
     assert math.isfinite(float(metrics[f"{stage}/loss"]))
     assert abs(float(metrics[f"{stage}/score"]) - sum(skills) / len(skills)) < 1e-5
+
+
+class WeightWatch(L.Callback):
+    """Copies the trainable weights when fitting starts; `changed()` names those an
+    optimizer step has since moved (a run that logs metrics but never steps has none)."""
+
+    def __init__(self) -> None:
+        self.start: dict = {}
+        self.module = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.module = pl_module
+        self.start = {
+            n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad
+        }
+
+    def changed(self) -> list[str]:
+        now = dict(self.module.named_parameters())
+        return [n for n, p in self.start.items() if not torch.equal(p, now[n].detach())]

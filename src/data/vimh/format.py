@@ -23,6 +23,14 @@ CODE_LEVELS = 255  # 8-bit label codes run 0..255
 METADATA_BYTES = {"2.1": 14, "2.0": 6}  # bytes before the N byte
 SCALES = ("linear", "log")
 SPEC_KEYS = ("min", "max", "step", "scale", "description", "unit")
+ROUNDINGS = ("floor", "round")
+# The code of a value v and the value of a code q along each axis (docs/vimh.md, Labels); {0}
+# is the rounding. The linear one is NSMT's, word for word.
+CODE_FORMULAS = {
+    "linear": "q = {0}(255 * (v - min) / (max - min)); v = min + q / 255 * (max - min)",
+    "log": "q = {0}(255 * log2(v / min) / log2(max / min)); "
+    "v = min * 2 ** (q / 255 * log2(max / min))",
+}
 
 
 def audio_filename(split: str) -> str:
@@ -166,6 +174,13 @@ class ParamSpec:
                 f"codes (class {bad[0]} would decode as class {back[bad[0]]}); use at most 128 "
                 f"classes, or a class count K whose K - 1 divides 255"
             )
+
+    def code_formula(self, rounding: str = "floor") -> str:
+        """This parameter's code and decoding rule as the JSON's `label_encoding` states it
+        (`rounding`: "floor", as the generator writes, or "round", the converter's nearest code)."""
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        return CODE_FORMULAS[self.scale].format(rounding)
 
     # --- unit interval, for regression targets ---------------------------------------------
     def to_unit(self, values: np.ndarray) -> np.ndarray:

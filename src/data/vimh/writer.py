@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from src.data.vimh.format import (
+    CODE_FORMULAS,
     CODE_LEVELS,
     CURRENT_VERSION,
     FORMAT_NAME,
@@ -61,6 +62,25 @@ def leftover_folders(target: Path) -> list[Path]:
     return sorted(p for p in target.parent.iterdir() if pattern.match(p.name))
 
 
+def code_description(params: Sequence[ParamSpec], rounding: str = "floor") -> dict:
+    """`label_encoding`'s `code` (one string, as NSMT writes it, true for every parameter: a
+    log-scale one is named with its own formula) and `code_by_parameter` (our addition: each
+    varying parameter's formula)."""
+    by_name = {p.name: p.code_formula(rounding) for p in params}
+    log = [p.name for p in params if p.scale == "log"]
+    linear = CODE_FORMULAS["linear"].format(rounding)
+    if not log:
+        code = linear
+    else:
+        parts = [
+            f"log-scale parameters ({', '.join(log)}): {CODE_FORMULAS['log'].format(rounding)}"
+        ]
+        if len(log) < len(params):
+            parts.insert(0, f"linear parameters: {linear}")
+        code = ". ".join([*parts, "each parameter's: code_by_parameter"])
+    return {"code": code, "code_by_parameter": by_name}
+
+
 def build_info(
     *,
     dataset_name: str,
@@ -76,8 +96,11 @@ def build_info(
     synth_type: str,
     spectrogram_config: Mapping,
     extra: Mapping | None = None,
+    rounding: str = "floor",
 ) -> dict:
-    """The JSON metadata: every key NSMT writes, then our documented additions from `extra`."""
+    """The JSON metadata: every key NSMT writes, then our documented additions from `extra`.
+    `rounding` is how codes were made from values (the generator floors, the converter rounds
+    to the nearest code), stated in `label_encoding`."""
     mappings = {p.name: p.mapping() for p in params}
     for name, fixed in fixed_parameters.items():
         value = fixed["value"]
@@ -114,7 +137,7 @@ def build_info(
             "metadata_bytes": METADATA_BYTES[CURRENT_VERSION],
             "byte_order": "little-endian",
             "pixel_order": "CHW",
-            "code": "q = floor(255 * (v - min) / (max - min)); v = min + q / 255 * (max - min)",
+            **code_description(params, rounding),
             "scale_factors": {
                 "spec_min": "float32: dB value that maps to pixel 0",
                 "spec_max": "float32: dB value that maps to pixel 255",
