@@ -52,7 +52,7 @@ from src.paths import PROJECT_ROOT
 from src.predict import predict_notes
 from src.utils.config import compose_config
 
-from compare_models import cached_run, data_overrides, label
+from compare_models import beats, cached_run, data_overrides, label
 from mdreport import machine_line, markdown_table, spread, update_section
 
 METRICS = ("mss", "lsd_db", "f0_err_cents")
@@ -165,7 +165,34 @@ def in_domain(args, nets, cache: Path) -> tuple[list, list]:
     groups: dict[str, list[dict]] = {}
     for name in predictors:
         groups.setdefault(re.sub(r"#\d+", "", name), []).append(cells(name))
-    return table(groups), [n]
+    return table(groups), [n], groups
+
+
+def checks(groups: dict[str, list[dict]]) -> list[str]:
+    """The statements under the in-domain table, computed (`compare_models.beats`: 3 standard
+    errors over the network's seeds; the other starts are single runs, taken as references)."""
+    lines = []
+    nn_rows = [g for g in groups if g.startswith("1-NN")]
+    for name, runs in groups.items():
+        if not name.startswith("network"):
+            continue
+        won = []
+        for metric, label_ in (("mss/median", "MSS"), ("lsd_db/median", "LSD")):
+            ref = min(groups[g][0][metric] for g in nn_rows)
+            ok = beats([r[metric] for r in runs], ref, lower_is_better=True)
+            won.append(f"{label_} {'yes' if ok else 'no'}")
+        cents = [r["pitch_cents/mean"] for r in runs if r.get("pitch_cents/mean") is not None]
+        pitch = (
+            f"; mean pitch error {statistics.fmean(cents):.3g} cents "
+            f"({'under' if max(cents) < 10 else 'not under'} 10 cents in every seed)"
+            if cents
+            else ""
+        )
+        lines.append(
+            f"- `{name}` closer to the notes than the best 1-NN row (with or without "
+            f"refinement) by the median: {', '.join(won)}{pitch}."
+        )
+    return lines
 
 
 def table(groups: dict[str, list[dict]]):
@@ -351,7 +378,7 @@ def main() -> None:
         + (f" --ood --ood-notes {args.ood_notes}" if args.ood else "")
     )
     started = time.perf_counter()
-    (cols, rows), (n,) = in_domain(args, nets, refine_cache)
+    (cols, rows), (n,), groups = in_domain(args, nets, refine_cache)
     lines = [
         f"## `{args.data}`: {label(args.model, args.head_mode)}, {args.epochs} epochs, "
         f"{args.seeds} seeds, the first {n} test notes",
@@ -361,6 +388,10 @@ def main() -> None:
         f"Machine: {machine_line()}.",
         "",
         *markdown_table(cols, rows),
+        "",
+        "Computed from the table (3 standard errors over the network's seeds):",
+        "",
+        *checks(groups),
     ]
     print("\n".join(lines), flush=True)
     if args.markdown:
