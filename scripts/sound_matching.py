@@ -96,7 +96,7 @@ def refiners(args, space: SearchSpace) -> dict[str, Refiner]:
     if space.differentiable() is not None:
         found["gradient"] = Refiner(method="gradient", steps=args.steps, pitch_start="given")
     # What predict.py does by default: the pitch starts at the given estimate or the f0
-    # tracker's, whichever renders closer (measured from the network's start only).
+    # tracker's, whichever renders closer (in domain from the network's start only).
     found["CMA-ES, tracker-aided"] = Refiner(
         method="cmaes", generations=args.generations, pitch_start="best"
     )
