@@ -153,3 +153,38 @@ def test_every_target_mode_decodes_to_natural_units(mode, scale):
         assert c.tolist() == [3, 3]
         assert v[0].item() == pytest.approx(quarter, rel=1e-5)
         assert v[1].item() == pytest.approx(spec.at_position(3.5 * spec.step), rel=1e-5)
+
+
+def test_sound_distances_accumulate_batches_as_a_torchmetrics_metric():
+    """Two batches give the per-record values of one comparison, their mean and median; a
+    shared comparison gives the same as passing the target; silence's f0 is left out."""
+    from src.metrics.audio import SOUND_METRICS, SoundDistances
+
+    sr = 8000
+    t = torch.arange(sr) / sr
+    f = torch.tensor([220.0, 330.0, 440.0, 550.0, 660.0])
+    target = torch.sin(2 * torch.pi * f[:, None] * t) * torch.exp(-3 * t)
+    pred = torch.sin(2 * torch.pi * (f * 2 ** (torch.arange(5) / 1200))[:, None] * t) * torch.exp(
+        -4 * t
+    )
+    metric = SoundDistances(sr)
+    metric.update(pred[:2], target[:2])
+    metric.update(pred[2:], comparison=AudioComparison(target[2:], sr, metrics=SOUND_METRICS))
+    whole = AudioComparison(target, sr)(pred)
+    values = metric.values()
+    out = metric.compute()
+    for name in SOUND_METRICS:
+        torch.testing.assert_close(values[name], whole[name].double(), rtol=1e-5, atol=1e-6)
+        assert out[f"{name}/mean"].item() == pytest.approx(whole[name].double().mean().item())
+        assert out[f"{name}/median"].item() == pytest.approx(
+            whole[name].double().quantile(0.5).item()
+        )
+    # detuned by 0..4 cents: the tracker hears it
+    np.testing.assert_allclose(values["f0_err_cents"].numpy(), np.arange(5), atol=1.0)
+    assert values["rms_cos"].min() < 1.0 and values["mss"].min() > 0
+    with pytest.raises(ValueError, match="a target or a comparison"):
+        metric.update(pred)
+    silent = SoundDistances(sr, ["f0_err_cents"])
+    silent.update(torch.zeros(2, sr), target[:2])
+    assert torch.isnan(silent.values()["f0_err_cents"]).all()
+    assert torch.isnan(silent.compute()["f0_err_cents/mean"])

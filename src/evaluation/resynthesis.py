@@ -24,7 +24,7 @@ import torch
 
 from src.data.vimh import ParamSpec, VIMHDataset
 from src.generation.rebuild import DatasetRenderer, renderer_from_info
-from src.metrics.audio import METRICS, AudioComparison, summarize
+from src.metrics.audio import METRICS, AudioComparison, SoundDistances, summarize
 from src.utils.pylogger import RankedLogger
 from src.utils.threads import intra_op_threads
 
@@ -103,7 +103,8 @@ def evaluate_resynthesis(
     preds["oracle"] = true
     dr = renderer or renderer_from_info(dataset.info)
     stored = dataset.audio(split) if dataset.audio_available else None
-    records = {name: {c: np.empty(n) for c in METRICS} for name in preds}
+    metrics = {name: SoundDistances(dr.sample_rate, METRICS) for name in preds}
+    records: dict[str, dict[str, np.ndarray]] = {name: {} for name in preds}
     for name, vals in preds.items():
         for p in dataset.params:
             records[name][error_key(p.name)] = np.abs(vals[p.name] - true[p.name])
@@ -126,13 +127,14 @@ def evaluate_resynthesis(
                 c1 = min(c0 + METRIC_CHUNK, stop - start)
                 compare = AudioComparison(target[c0:c1], dr.sample_rate)
                 for name in preds:
-                    for metric, v in compare(audio[name][c0:c1]).items():
-                        records[name][metric][start + c0 : start + c1] = v.numpy()
+                    metrics[name].update(audio[name][c0:c1], comparison=compare)
         want = max(0, min(n_listen, stop) - start)
         if want:
             listen["target"].append(target[:want])
             for name in preds:
                 listen[name].append(audio[name][:want])
+    for name, metric in metrics.items():
+        records[name].update({k: v.numpy() for k, v in metric.values().items()})
     rendered = n * len(preds)
     log.info(
         f"Resynthesis of {n} {split} records x {len(preds)} predictors: rendered "

@@ -217,10 +217,18 @@ class SoundDistances(Metric):
         for name in self.names:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        values = AudioComparison(target, self.sample_rate, metrics=self.names)(pred)
-        for name, v in values.items():
-            getattr(self, name).append(v.detach().double())
+    def update(
+        self, pred: Tensor, target: Tensor | None = None, comparison: AudioComparison | None = None
+    ) -> None:
+        """Add (B, T) predictions against (B, T) targets, or against the targets of a
+        `comparison` built once and shared by several predictors' metrics."""
+        if comparison is None:
+            if target is None:
+                raise ValueError("SoundDistances.update needs a target or a comparison")
+            comparison = AudioComparison(target, self.sample_rate, metrics=self.names)
+        values = comparison(pred)
+        for name in self.names:
+            getattr(self, name).append(values[name].detach().double())
 
     def values(self) -> dict[str, Tensor]:
         """Every record's value per metric, (N,) each."""
