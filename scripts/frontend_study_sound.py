@@ -46,7 +46,9 @@ def keep(path: Path, make) -> dict:
 
 def datamodule(task: str):
     cfg = compose_config("train", [f"data={task}_audio"])
-    return build_datamodule(cfg.data, cfg.paths.data_dir)
+    dm = build_datamodule(cfg.data, cfg.paths.data_dir)
+    dm.setup()
+    return dm
 
 
 def run_sound(run: Path, task: str) -> dict:
