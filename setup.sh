@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the project (editable) with its dev extra. Safe to run again.
+# Create .venv and install the project (editable) with its dev extra and the optional extras
+# that CI tests (codec: MP3 baselines and STOI). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -8,10 +9,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.nsm-installed
-# Reinstall only when the dependency list changed since the last successful install.
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# Reinstall only when the dependency list or this script changed since the last install.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.sh -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,codec]'
   touch "$stamp"
 fi
 .venv/bin/python -c "import torch, torchaudio, lightning, hydra, torchmetrics" || {
