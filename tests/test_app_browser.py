@@ -140,7 +140,8 @@ def test_the_page_in_chromium(tmp_path, compose_cfg, one_thread):
                 clear.click()  # the last upload, to upload another
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sound input[type=file]"))
             chrome.find_element(By.CSS_SELECTOR, "#sound input[type=file]").send_keys(str(path))
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sound [data-testid=download-link]"))
+            uploaded = "#sound [data-testid=download-link]"
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, uploaded))
             chrome.find_element(By.ID, "run").click()
             wait.until(lambda d: expect in status())
             return status()
