@@ -11,6 +11,7 @@ page makes go to the run folder (`page/`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import hydra
@@ -28,6 +29,7 @@ log = RankedLogger(__name__)
 @task_wrapper
 def serve(cfg: DictConfig) -> tuple[dict, dict]:
     """Load the checkpoint, build the page and (with `launch`) serve it until interrupted."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page calls no one
     try:
         from src.demo.page import build_page
     except ImportError as e:

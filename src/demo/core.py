@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 
 from src.errors import DataError, user_error
+from src.models.tasks import module_from_checkpoint, read_checkpoint
 from src.utils.pylogger import RankedLogger
 from src.utils.runs import CHECKPOINTS
 
@@ -77,7 +78,6 @@ def load_demo(ckpt_path: str | Path, cfg, work_dir: Path):
     they need)."""
     from src.demo.estimation import EstimationDemo
     from src.demo.frames import CodecDemo, SequenceDemo
-    from src.models.tasks import module_from_checkpoint, read_checkpoint
 
     ckpt = read_checkpoint(ckpt_path)
     model = module_from_checkpoint(ckpt, ckpt_path)
