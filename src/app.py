@@ -44,10 +44,13 @@ def serve(cfg: DictConfig) -> tuple[dict, dict]:
     work = Path(cfg.paths.output_dir) / "page"
     session = Session(cfg, work)
     message = session.load(ckpt)
-    if session.demo is None:
+    if session.demo is None and cfg.ckpt_path:  # the one asked for: as eval and predict do
         raise DataError(message.removeprefix("error: "))
-    log.info(message)
-    page = build_page(session, list(dict.fromkeys([str(ckpt), *found])))
+    if session.demo is None:  # the newest found: the page says why, its picker offers others
+        log.warning(f"{message}; pick another checkpoint on the page")
+    else:
+        log.info(message)
+    page = build_page(session, list(dict.fromkeys([str(ckpt), *found])), message)
     if cfg.launch:
         work.mkdir(parents=True, exist_ok=True)
         page.queue().launch(

@@ -168,6 +168,14 @@ def test_the_picker_finds_run_checkpoints_newest_first(tmp_path, compose_cfg, ti
     assert find_checkpoints(tmp_path / "logs") == [new / "last.ckpt", old / "last.ckpt"]
     assert find_checkpoints(tmp_path / "none") == []
     folder, _ = tiny
-    cfg = compose_cfg("app", app_overrides(folder, None, f"paths.log_dir={tmp_path}/none"))
+    cfg = compose_cfg("app", app_overrides(folder, None))
+    cfg.paths.log_dir = str(tmp_path / "none")  # (compose_cfg sets it after the overrides)
     with pytest.raises(Exception, match="no checkpoint under"):
         serve(cfg)
+    # The newest found does not load (it is no checkpoint): the page opens and says why.
+    cfg.paths.log_dir = str(tmp_path / "logs")
+    session = serve(cfg)[1]["session"]
+    assert session.demo is None
+    assert session.answer(None).message.startswith("error: no checkpoint is loaded")
+    message = session.load(new / "last.ckpt")
+    assert message.startswith("error: ") and "not a readable checkpoint" in message

@@ -47,8 +47,9 @@ def slots(shown: Shown) -> list:
     ]
 
 
-def build_page(session: Session, checkpoints: list[str]):
-    """The Blocks of the page for a session that may already hold a loaded demo."""
+def build_page(session: Session, checkpoints: list[str], message: str = ""):
+    """The Blocks of the page for a session that may already hold a loaded demo; `message`
+    is the first status line (why a checkpoint found at start did not load)."""
     import gradio as gr
 
     def about() -> str:
@@ -59,7 +60,7 @@ def build_page(session: Session, checkpoints: list[str]):
     def can_refine() -> bool:
         return bool(getattr(session.demo, "can_refine", False))
 
-    with gr.Blocks(title="NSM: hear a checkpoint") as page:
+    with gr.Blocks(title="NSM: hear a checkpoint", analytics_enabled=False) as page:
         gr.Markdown("# Neural Spectral Modeling: hear a checkpoint")
         with gr.Row():
             ckpt = gr.Dropdown(
@@ -94,7 +95,7 @@ def build_page(session: Session, checkpoints: list[str]):
                     elem_id="refine",
                 )
                 run = gr.Button("Predict", variant="primary", elem_id="run")
-        status = gr.Markdown(elem_id="status")
+        status = gr.Markdown("" if session.demo else message, elem_id="status")
         table = gr.Dataframe(visible=False, elem_id="table", interactive=False)
         with gr.Row():
             players = [
