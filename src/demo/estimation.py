@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 
 from src.audio.io import ONSETS, file_notes, write_wav
 from src.data.provision import build_datamodule
+from src.data.vimh import VIMHDataset
 from src.data.vimh.classes import is_nominal
 from src.demo.core import Shown, image_png
 from src.errors import ConfigError, DataError
@@ -66,6 +67,7 @@ class EstimationDemo:
             raise ConfigError(f"onset must be one of {ONSETS} on the page, got {self.onset!r}")
         self.onset_db = float(cfg.onset_db)
         self.n_requests = 0
+        self.dataset: VIMHDataset | None = None
 
     @property
     def can_refine(self) -> bool:
@@ -89,11 +91,12 @@ class EstimationDemo:
             for i, row in enumerate(values)
         ]
 
-    def test_split(self):
-        self.datamodule.open_splits()
-        if self.datamodule.dataset is None:
-            self.datamodule.setup("test")
-        return self.datamodule.dataset, self.datamodule.files["test"]
+    def test_split(self) -> tuple[VIMHDataset, str]:
+        """The dataset (opened, not loaded: its labels and audio are memory-mapped) and the
+        name of its test split."""
+        if self.dataset is None:
+            self.dataset = VIMHDataset(self.datamodule.data_dir)
+        return self.dataset, self.datamodule.files["test"]
 
     def record_sound(self, index: int) -> Path:
         """A WAV of test record `index`: its stored audio, or its labels rendered again with
