@@ -2,6 +2,7 @@
 PY := .venv/bin/python
 
 .PHONY: setup train test test-all data view lint format bench clean
+.PHONY: app browser test-browser
 
 setup:
 	@bash setup.sh
@@ -17,6 +18,15 @@ view: setup  ## render a grid of the default dataset (and a few WAVs when audio 
 
 test: setup  ## the default test suite (what CI runs)
 	$(PY) -m pytest -q
+
+browser:  ## Chromium and its driver for the browser test (apt-get as root; a no-op when present)
+	@bash scripts/install_browser.sh
+
+test-browser: setup browser  ## the demo page driven in headless Chromium (what CI runs too)
+	NSM_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m slow -k browser
+
+app: setup  ## the demo page on the newest checkpoint under logs/ (http://127.0.0.1:7860)
+	$(PY) src/app.py
 
 test-all: setup  ## include slow tests
 	$(PY) -m pytest -q -m ""

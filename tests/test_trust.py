@@ -186,7 +186,7 @@ def test_truncated_and_garbage_checkpoints_are_not_readable_at_eval_and_predict(
 REPORTED = "${{oc.create:{{_target_: shutil.copyfile, src: {src}, dst: {dst}}}}}"
 
 
-@pytest.mark.parametrize("entry", ["src/eval.py", "src/predict.py"])
+@pytest.mark.parametrize("entry", ["src/eval.py", "src/predict.py", "src/app.py"])
 def test_an_interpolation_in_a_checkpoint_runs_nothing_at_eval_and_predict(
     trained_ckpt, toy, tmp_path, entry
 ):
@@ -194,6 +194,7 @@ def test_an_interpolation_in_a_checkpoint_runs_nothing_at_eval_and_predict(
         trained_ckpt, tmp_path, lambda h, a: h["net"].update(dropout=REPORTED.format(**a))
     )
     extra = [f"audio={toy}"] if "predict" in entry else []
+    extra += ["launch=false"] if "app" in entry else []  # the page would serve until stopped
     result = run_script(
         entry, *on(toy), f"ckpt_path={path}", f"paths.log_dir={tmp_path}/logs", *extra
     )

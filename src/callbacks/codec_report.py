@@ -21,6 +21,7 @@ from src.evaluation.codec_baselines import MP3_KBPS, baselines
 from src.evaluation.codec_report import System, compare_codecs, write_codec_report
 from src.metrics import metric_key
 from src.metrics.codec import stoi_available
+from src.utils.media import log_media
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -114,6 +115,7 @@ class CodecReport(L.Callback):
         )
         self.systems = systems
         log.info(f"Wrote the codec report ({len(files)} files) to {out}")
+        log_media(trainer, files, out, "codec")
         self._print(systems, sources, names, heldout)
 
     @staticmethod

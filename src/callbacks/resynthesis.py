@@ -21,6 +21,7 @@ from src.evaluation.resynthesis import Resynthesis, evaluate_resynthesis
 from src.evaluation.sound import refined_predictor
 from src.generation.rebuild import DatasetRenderer, renderer_from_info
 from src.metrics.baselines import datamodule_baseline_values
+from src.utils.media import log_media
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -123,6 +124,7 @@ class ResynthesisReport(L.Callback):
         meta = {"dataset": str(datamodule.data_dir)}
         files = write_resynthesis_report(self.result, self.renderer.imager, out, meta)
         log.info(f"Wrote the resynthesis report ({len(files)} files) to {out}")
+        log_media(trainer, files, out, "resynthesis")
         summary = self.result.summary()
         for metric in ("mss", "lsd_db", "f0_err_cents"):
             log.info(

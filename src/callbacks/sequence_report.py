@@ -27,6 +27,7 @@ from src.imaging.inversion import SpectrogramInverter
 from src.metrics import metric_key
 from src.metrics.spectral import ERRORS, UNITS
 from src.models.sequence_module import MODES, PREDICTORS, PREFIX
+from src.utils.media import log_media
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -86,6 +87,7 @@ class SequenceReport(L.Callback):
         elif self.n_listen:
             log.warning("sequence report: examples skipped under several processes")
         log.info(f"Wrote the sequence report ({len(self.files)} files) to {out}")
+        log_media(trainer, self.files, out, "sequence")
 
     def write_examples(self, trainer, pl_module, out: Path) -> list[Path]:
         dm = trainer.datamodule
