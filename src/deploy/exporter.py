@@ -252,8 +252,10 @@ def codec_parts(module: CodecModule) -> list[tuple[str, nn.Module, torch.Tensor,
 def save_graph(graph: nn.Module, example: torch.Tensor, path: Path, fmt: str, outputs) -> None:
     """Write the traced graph to `path` (via a temporary file), the batch dimension dynamic."""
     tmp = path.with_name(path.name + ".part")
-    # The ONNX exporter warns that torchvision's operators are not registered: none is used.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # The ONNX exporter warns that torchvision's operators are not registered (none is used)
+    # and its optimizer logs every pass at INFO: only their errors reach the run's log.
+    for name in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporters' deprecation and tracer notes
