@@ -37,6 +37,7 @@ from src.predict import predict
 from src.synth.saw import SawSynth
 from src.train import train
 from tests.conftest import compose_config
+from tests.helpers.entry import assert_clean_error, run_script
 from tests.helpers.export import untrained_checkpoint
 from tests.helpers.runs import QUIET, on, raises_user_error
 from tests.helpers.synth_data import make_saw_dataset
@@ -172,7 +173,7 @@ def test_the_waveform_graph_images_notes_as_the_dataset_imager_does():
 @pytest.mark.parametrize(
     ("model", "overrides", "inputs"),
     [
-        ("cnn_12k", {}, ("waveform", "image")),
+        ("cnn_12k", {}, ("waveform",)),
         ("vit_28k", {}, ("image",)),
         ("lstm_23k", {}, ("image",)),
         ("gru_33k", {}, ("image",)),
@@ -187,7 +188,8 @@ def test_exported_models_give_the_checkpoints_predictions(
     saw, tmp_path, one_thread, model, overrides, inputs
 ):
     """ONNX Runtime and TorchScript equal the checkpoint within 1e-4 on the test split, for
-    every family; image models also from the waveform (imaging inside the graph)."""
+    every family: the CNN from the waveform (imaging inside the graph), the ViT and the RNNs
+    from the image, the trainable front-end from the waveform."""
     audio_model = model.startswith("stft")
     ckpt = untrained_checkpoint(
         saw, model, tmp_path / "m.ckpt", "audio" if audio_model else "image", **overrides
@@ -252,6 +254,15 @@ def test_export_refuses_what_it_cannot_export(saw, tmp_path):
     torch.save(state, tmp_path / "phase.ckpt")
     with raises_user_error(ConfigError, "channel 'if' is of kind ifreq.*export input=image"):
         export_checkpoint(tmp_path / "phase.ckpt", tmp_path / "p", "onnx", "waveform")
+    # ... and at the command line: one line, exit status 1, no file.
+    result = run_script(
+        "src/export.py",
+        f"ckpt_path={tmp_path / 'phase.ckpt'}",
+        f"out={tmp_path / 'cli'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_clean_error(result, "channel 'if' is of kind ifreq", "export input=image")
+    assert not (tmp_path / "cli").exists() or not any((tmp_path / "cli").iterdir())
     state["VIMHDataModule"]["std"] = [0.0]
     torch.save(state, tmp_path / "bad.ckpt")
     with raises_user_error(DataError, r"VIMHDataModule.mean and .std must be 1 finite numbers"):
@@ -292,7 +303,7 @@ def test_an_exported_model_refuses_a_bad_sidecar(trained_export, tmp_path):
     about = json.loads(model.with_suffix(".json").read_text())
     about["heads"][0]["spec"]["step"] = "${oc.env:HOME}"
     mine.with_suffix(".json").write_text(json.dumps(about))
-    with raises_user_error(DataError, "interpolation"):
+    with raises_user_error(DataError, r"model.json: heads\[0\].spec.step = .* interpolation"):
         ExportedEstimator(mine)
     mine.with_suffix(".json").write_text("{")
     with raises_user_error(DataError, "not a readable JSON sidecar"):
@@ -326,6 +337,8 @@ def test_predict_from_the_exported_model_writes_the_checkpoints_csv(
     assert len({r["pitch"] for r in want}) == 3  # the notes get different values
     with raises_user_error(ConfigError, "not both"):
         predict(compose_cfg("predict", [*common, f"ckpt_path={ckpt}", f"onnx_path={model}"]))
+    with raises_user_error(ConfigError, "predict needs ckpt_path=<checkpoint> or onnx_path="):
+        predict(compose_cfg("predict", common, out="neither"))
 
 
 def deploy_snippet() -> str:

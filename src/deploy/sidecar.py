@@ -116,7 +116,10 @@ def read_sidecar(model_path: str | Path) -> dict:
         raise DataError(f"{path}: 'format' must be {FORMAT!r}; not a sidecar of src/export.py")
     if data.get("version") != VERSION:
         raise DataError(f"{path}: 'version' must be {VERSION}, got {data.get('version')!r}")
-    check_data(data, str(path), DataError)
+    try:
+        check_data(data, "", DataError)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from e
     return data
 
 
