@@ -17,11 +17,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import hydra
 import numpy as np
+import onnxruntime
 import pytest
 import soundfile as sf
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from src.data.datamodule import VIMHDataModule
 from src.deploy.exporter import export_checkpoint
@@ -31,6 +34,7 @@ from src.errors import ConfigError, DataError
 from src.export import export
 from src.generation.rebuild import imager_from_info
 from src.imaging import SpectrogramImager
+from src.models.codec_module import CodecModule
 from src.models.tasks import module_from_checkpoint, read_checkpoint
 from src.paths import PROJECT_ROOT
 from src.predict import predict
@@ -39,6 +43,7 @@ from src.train import train
 from tests.conftest import compose_config
 from tests.helpers.entry import assert_clean_error, run_script
 from tests.helpers.export import untrained_checkpoint
+from tests.helpers.models import MODEL_DIR, checkpoint_of
 from tests.helpers.runs import QUIET, on, raises_user_error
 from tests.helpers.synth_data import make_saw_dataset
 
@@ -194,8 +199,8 @@ def test_exported_models_give_the_checkpoints_predictions(
     ckpt = untrained_checkpoint(
         saw, model, tmp_path / "m.ckpt", "audio" if audio_model else "image", **overrides
     )
-    notes = split_of(saw, audio=True)[:, 0] if not audio_model else split_of(saw, True)
-    notes = notes.reshape(notes.shape[0], -1)
+    notes = split_of(saw, audio=True)
+    notes = notes.reshape(notes.shape[0], -1)  # (N, n_samples)
     images = None if audio_model else split_of(saw, audio=False)
     want = checkpoint_outputs(ckpt, notes[:, None] if audio_model else images)
     assert np.ptp(want["pitch_raw"], axis=0).min() > 1e-3  # the notes get different outputs
@@ -208,12 +213,6 @@ def test_exported_models_give_the_checkpoints_predictions(
 
 def test_the_codec_encoder_and_decoder_export(tmp_path, one_thread):
     """Codes equal the checkpoint's; the decoded waveform within 1e-4."""
-    import hydra
-    from omegaconf import OmegaConf
-
-    from src.models.codec_module import CodecModule
-    from tests.helpers.models import MODEL_DIR, checkpoint_of
-
     torch.manual_seed(0)
     cfg = OmegaConf.load(MODEL_DIR / "codec_5k.yaml")
     module = hydra.utils.instantiate(cfg, input_shape=[1, 4000], sample_rate=16000)
@@ -354,8 +353,6 @@ def test_a_python_that_cannot_import_this_project_gets_the_checkpoints_predictio
     """The acceptance test: docs/deploy.md's snippet, in an isolated interpreter without site
     packages (so without the project's editable install) given only onnxruntime's and numpy's
     folder, reads the WAVs and matches the checkpoint's predictions on them within 1e-4."""
-    import onnxruntime
-
     ckpt, model = trained_export
     wavs = saw_wavs(tmp_path / "wavs")
     samples = torch.stack([torch.from_numpy(sf.read(w, dtype="float32")[0]) for w in wavs])
