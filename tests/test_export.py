@@ -27,6 +27,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from src.data.datamodule import VIMHDataModule
+from src.data.spec import DataSpec
+from src.data.vimh.classes import categorical_spec
 from src.deploy.exporter import export_checkpoint
 from src.deploy.graphs import PowerImager
 from src.deploy.runtime import ExportedEstimator, onnx_session
@@ -389,3 +391,36 @@ def test_a_python_that_cannot_import_this_project_gets_the_checkpoints_predictio
         [sys.executable, "-I", "-S", "-c", "import src"], capture_output=True, cwd=tmp_path
     )
     assert blocked.returncode != 0 and b"ModuleNotFoundError" in blocked.stderr
+
+
+def test_a_nominal_head_carries_its_class_names(saw, tmp_path):
+    """A nominal head (a word, an instrument) stays a classifier: the sidecar names its
+    classes and the graph gives each class's probability; names that do not fit are refused."""
+    heads = [*VIMHDataModule(saw).heads, categorical_spec("word", 3)]
+    spec = DataSpec("image", (1, 32, 32), 8000, heads)
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(
+        OmegaConf.load(MODEL_DIR / "cnn_12k.yaml"), **spec.model_kwargs()
+    ).eval()
+    state = torch.load(untrained_checkpoint(saw, "cnn_12k", tmp_path / "m.ckpt"))
+    state = state["VIMHDataModule"] | {"class_names": {"word": ["yes", "no", "up"]}}
+    torch.save({**checkpoint_of(module), "VIMHDataModule": state}, tmp_path / "word.ckpt")
+    model, sidecar = export_checkpoint(tmp_path / "word.ckpt", tmp_path / "out", "onnx", "image")
+    word = json.loads(sidecar.read_text())["heads"][3]
+    assert (word["name"], word["mode"], word["class_names"]) == (
+        "word",
+        "classification",
+        ["yes", "no", "up"],
+    )
+    exported = ExportedEstimator(model)
+    assert exported.class_names == {"word": ("yes", "no", "up")}
+    images = split_of(saw, audio=False)
+    values, classes, probs = exported.predict(images, lambda x: x, 8)["word"]
+    want = checkpoint_outputs(tmp_path / "word.ckpt", images)
+    np.testing.assert_array_equal(classes.numpy(), want["word_class"])
+    np.testing.assert_allclose(probs.numpy(), want["word_prob"], atol=TOL)
+    assert (probs > 1 / 3).all() and torch.equal(values, classes.double())
+    state["class_names"] = {"word": ["yes", "no"]}
+    torch.save({**checkpoint_of(module), "VIMHDataModule": state}, tmp_path / "short.ckpt")
+    with raises_user_error(DataError, "VIMHDataModule.class_names.word must name its 3 classes"):
+        export_checkpoint(tmp_path / "short.ckpt", tmp_path / "short", "onnx", "image")

@@ -122,6 +122,28 @@ def described(cfg):
     return cfg
 
 
+def class_names(ckpt: dict, module: MultiheadModule, where: str) -> dict[str, list[str]]:
+    """The nominal heads' class names the datamodule saved (checked: strings, one a class)."""
+    state = ckpt.get(DATA_STATE)
+    saved = state.get("class_names") if isinstance(state, dict) else None
+    names = {}
+    for spec in module.specs:
+        if not is_nominal(spec):
+            continue
+        got = saved.get(spec.name) if isinstance(saved, dict) else None
+        if not (
+            isinstance(got, list)
+            and len(got) == spec.num_classes
+            and all(isinstance(n, str) for n in got)
+        ):
+            raise DataError(
+                f"{where}: {DATA_STATE}.class_names.{spec.name} must name its "
+                f"{spec.num_classes} classes, got {short(got)}"
+            )
+        names[spec.name] = list(got)
+    return names
+
+
 def family(net: nn.Module) -> str:
     if hasattr(net, "frontend") and hasattr(net, "backend"):
         return f"{type(net.frontend).__name__}+{type(net.backend).__name__}"
@@ -179,12 +201,12 @@ def estimator(ckpt: dict, module: MultiheadModule, input: str, where: str):
             "preparation": "the note's image as the dataset stores it (see imaging)",
         }
     outputs = graph.output_names()
-    names = ckpt.get(DATA_STATE, {}).get("class_names") or {}
+    names = class_names(ckpt, module, where)
     heads = [
         head_entry(
             module.heads[s.name],
             module.modes[s.name],
-            list(names[s.name]) if is_nominal(s) and s.name in names else None,
+            names.get(s.name),
             outputs,
         )
         for s in module.specs

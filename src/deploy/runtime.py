@@ -66,9 +66,20 @@ class ExportedEstimator:
         self.model_input = data.get("model_input")
         self.hparams = {"input_kind": self.model_input}  # what predict's pairing check reads
         self.imaging = data.get("imaging")
-        self.class_names = {
-            h["name"]: tuple(h["class_names"]) for h in data["heads"] if h.get("class_names")
-        }
+        self.class_names = {}
+        for i, (spec, head) in enumerate(zip(self.specs, data["heads"])):
+            names = head.get("class_names")
+            if names is None:
+                continue
+            if not (
+                isinstance(names, list)
+                and len(names) == spec.num_classes
+                and all(isinstance(n, str) for n in names)
+            ):
+                raise DataError(
+                    f"{where}: heads[{i}].class_names must be {spec.num_classes} strings or null"
+                )
+            self.class_names[spec.name] = tuple(names)
         self.outputs = [str(o) for o in runtime["outputs"]]
         self.session = onnx_session(path, threads)
         names = [o.name for o in self.session.get_outputs()]
