@@ -31,7 +31,7 @@ DECODE = {
     "offset": "K = num_classes; class = argmax(raw[:K]); position = (class + clip(raw[K + "
     "class], -0.5, 0.5)) * step; value = at(position)",
     "regression": "position = clip(raw[0], 0, 1) * extent; value = at(position); class = "
-    "clip(round(position / step), 0, K - 1)",
+    "clip(round(position / step), 0, num_classes - 1)",
 }
 AXIS = {
     "linear": "at(position) = min + clip(position, 0, extent); extent = max - min",
