@@ -12,6 +12,11 @@ the dataset's synth and a comparison figure (datasets converted from recordings 
 no resynthesis). The first notes' predictions are also logged, class names and all. A file
 that cannot be used costs only itself: the others are predicted, then it is named with its
 reason (also in skipped.csv) and the exit status is 1.
+
+`onnx_path=<model.onnx>` instead of `ckpt_path` runs a model exported by `src/export.py` with
+ONNX Runtime (its sidecar names the heads, classes and input; normalisation, and for a
+waveform graph the imaging, happen inside the graph): the same CSV, values within float
+rounding (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from omegaconf import DictConfig
 
 from src.audio.io import audio_files, read_notes, unusable, write_wav
 from src.data.provision import build_datamodule
+from src.deploy.graphs import WAVEFORM
+from src.deploy.runtime import ExportedEstimator
 from src.errors import ConfigError, DataError
 from src.evaluation.report import comparison_figure, csv_text, write_text
 from src.generation.rebuild import imager_from_info, renderer_from_info
@@ -110,11 +117,44 @@ def class_names(ckpt: dict, datamodule, ckpt_path: str) -> dict[str, tuple[str, 
     return {k: tuple(v) for k, v in names.items()}
 
 
-@task_wrapper
-def predict(cfg: DictConfig) -> tuple[dict, dict]:
-    """Predict every head for each audio file. Returns ({}, objects) with the predictions."""
-    if cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+def exported_names(model: ExportedEstimator, datamodule) -> dict[str, tuple[str, ...]]:
+    """`class_names` for an exported model: its sidecar's, which must be the dataset's."""
+    names = {k: tuple(v) for k, v in datamodule.class_names.items()}
+    if model.class_names != names:
+        raise DataError(
+            f"{model.path} names its classes {model.class_names} but dataset "
+            f"{datamodule.data_dir} names them {names}; pass the data config it was trained with"
+        )
+    return names
+
+
+def check_exported_imaging(model: ExportedEstimator, imager, rate: int, n_samples: int) -> None:
+    """An exported graph hears notes as the dataset's imager made its images."""
+    if (model.sample_rate, model.n_samples) != (rate, n_samples) and model.input == WAVEFORM:
+        raise DataError(
+            f"{model.path} takes notes of {model.n_samples} samples at {model.sample_rate} Hz "
+            f"but the dataset's are {n_samples} at {rate} Hz; pass the data config it was "
+            f"trained with"
+        )
+    if model.imaging is not None and model.model_input == "image":
+        made = {k: model.imaging.get(k) for k in imager.config()}
+        if made != imager.config():
+            raise DataError(
+                f"{model.path} was exported for images made with {made}, the dataset's are made "
+                f"with {imager.config()}; pass the data config it was trained with"
+            )
+
+
+def load_model(cfg: DictConfig):
+    """(model, checkpoint or None, where): the checkpoint's module, or an exported model."""
+    if cfg.get("onnx_path") and cfg.get("ckpt_path"):
+        raise ConfigError(
+            "give ckpt_path (a checkpoint) or onnx_path (an exported model), not both"
+        )
+    if cfg.get("onnx_path"):
+        return ExportedEstimator(cfg.onnx_path), None, str(cfg.onnx_path)
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("predict needs ckpt_path=<checkpoint> or onnx_path=<exported .onnx>")
     ckpt = read_checkpoint(cfg.ckpt_path)
     model = module_from_checkpoint(ckpt, cfg.ckpt_path)
     if not hasattr(model, "specs"):  # a sequence model or a codec: it has no heads
@@ -124,9 +164,22 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
             f"recordings: data=wav_dir data.path=<audio> callbacks=eval_sequence; codecs: "
             f"docs/codec.md)"
         )
+    return model, ckpt, str(cfg.ckpt_path)
+
+
+@task_wrapper
+def predict(cfg: DictConfig) -> tuple[dict, dict]:
+    """Predict every head for each audio file. Returns ({}, objects) with the predictions."""
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    model, ckpt, source = load_model(cfg)
+    exported = ckpt is None
     datamodule = build_datamodule(cfg.data, cfg.paths.data_dir)
-    check_pairing(model, datamodule, cfg.ckpt_path)
-    names = class_names(ckpt, datamodule, cfg.ckpt_path)
+    check_pairing(model, datamodule, source)
+    if exported:
+        names = exported_names(model, datamodule)
+    else:
+        names = class_names(ckpt, datamodule, cfg.ckpt_path)
     if "synth_config" in datamodule.info.raw:  # generated: its synth resynthesizes predictions
         renderer = renderer_from_info(datamodule.info)
         imager, rate, n_samples, made_onset = (
@@ -141,16 +194,22 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     onset = str(cfg.onset or made_onset)
     if onset != made_onset:
         log.warning(f"onset={onset}, but the dataset's notes start at '{made_onset}'")
-    datamodule.load_state_dict(datamodule_state(ckpt, datamodule))
+    if exported:
+        check_exported_imaging(model, imager, rate, n_samples)
+    else:
+        datamodule.load_state_dict(datamodule_state(ckpt, datamodule))
     files = audio_files(cfg.audio)
-    log.info(f"Predicting {len(files)} file(s) with {cfg.ckpt_path}")
+    log.info(f"Predicting {len(files)} file(s) with {source}")
     try:
         notes, facts, bad = read_notes(files, rate, n_samples, onset, float(cfg.onset_db))
     except ValueError as e:
         raise ConfigError(str(e)) from e
     if not facts:
         raise DataError(unusable(bad, len(files)))
-    preds = predict_notes(model, datamodule, imager, notes, int(cfg.batch_size))
+    if exported:
+        preds = model.predict(notes, imager, int(cfg.batch_size))
+    else:
+        preds = predict_notes(model, datamodule, imager, notes, int(cfg.batch_size))
 
     out = Path(cfg.paths.output_dir)
     specs = model.specs
@@ -207,7 +266,8 @@ def predict(cfg: DictConfig) -> tuple[dict, dict]:
     if len(facts) > SHOWN:
         log.info(f"... and {len(facts) - SHOWN} more files: see predictions.csv")
     about = {
-        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint": None if exported else str(cfg.ckpt_path),
+        "exported": str(cfg.onnx_path) if exported else None,
         "dataset": str(datamodule.data_dir),
         "sample_rate": rate,
         "n_samples": n_samples,
