@@ -1,0 +1,127 @@
+"""Take the README's screenshot of the demo page: `src/app.py` on a checkpoint, one test note
+uploaded in headless Chromium (as tests/test_app_browser.py drives it), the result captured.
+
+    python scripts/app_screenshot.py --ckpt logs/train/runs/<run>/checkpoints/<best>.ckpt \
+        [--data saw] [--record 3] [--refine] [--out docs/app.png]
+
+Needs the app extra and Chromium with its driver (`make browser`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the app exited with {proc.returncode}: {proc.communicate()[1]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"the app did not answer at {url} within {timeout:.0f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--ckpt", required=True, type=Path)
+    ap.add_argument("--data", default="saw", help="the checkpoint's dataset config")
+    ap.add_argument("--record", type=int, default=3, help="test record uploaded")
+    ap.add_argument("--refine", action="store_true", help="tick 'refine' before predicting")
+    ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "app.png")
+    ap.add_argument("--width", type=int, default=900, help="width of the saved PNG")
+    args = ap.parse_args()
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+    from PIL import Image
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from src.app import serve
+    from src.paths import CONFIG_DIR
+
+    overrides = [f"data={args.data}", f"ckpt_path={args.ckpt}", "launch=false"]
+    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        raise SystemExit("Chromium and chromedriver are needed: make browser")
+    with tempfile.TemporaryDirectory() as tmp:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("app", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = tmp
+        session = serve(cfg)[1]["session"]  # the page's own session, to pick the test record
+        wav, _ = session.record(session.records()[args.record])
+        upload = Path(tmp) / "note.wav"
+        shutil.copy(wav, upload)
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "src" / "app.py"), *overrides[:2],
+             f"port={port}", f"hydra.run.dir={tmp}/run", "extras.print_config=false"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        options = Options()
+        options.binary_location = browser
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+            options.add_argument(arg)
+        options.add_argument("--window-size=1400,1900")
+        chrome = None
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            wait_for(url, proc)
+            chrome = webdriver.Chrome(service=Service(driver), options=options)
+            wait = WebDriverWait(chrome, 600)
+            chrome.get(url)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sound input[type=file]"))
+            chrome.find_element(By.CSS_SELECTOR, "#sound input[type=file]").send_keys(str(upload))
+            uploaded = "#sound [data-testid=download-link]"
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, uploaded))
+            if args.refine:
+                chrome.find_element(By.CSS_SELECTOR, "#refine input[type=checkbox]").click()
+            chrome.find_element(By.ID, "run").click()
+            wait.until(lambda d: "note.wav" in d.find_element(By.ID, "status").text)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#out_image_1 img"))
+            time.sleep(1.0)  # let the images paint
+            shot = Path(tmp) / "page.png"
+            chrome.save_screenshot(str(shot))
+            print(chrome.find_element(By.ID, "status").text)
+        finally:
+            if chrome is not None:
+                chrome.quit()
+            proc.terminate()
+            proc.wait(timeout=30)
+        image = Image.open(shot).convert("RGB")
+        height = round(image.height * args.width / image.width)
+        image = image.resize((args.width, height), Image.LANCZOS)
+        image.quantize(colors=128).save(args.out, optimize=True)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
