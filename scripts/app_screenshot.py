@@ -19,8 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
+from src.paths import PROJECT_ROOT
 
 
 def free_port() -> int:
