@@ -5,8 +5,14 @@ low-passes. Each sample the linear feedback equation is solved in closed form an
 filter input is then saturated with tanh; the trapezoidal one-poles are stable for any
 positive cutoff and tanh bounds the drive, so the filter is stable for every cutoff and
 resonance at 8 kHz without oversampling. Everything that does not depend on the filter
-state (oscillator, envelopes, coefficients) is computed vectorised over time blocks, so the
-sample loop only runs 13 in-place batch-wide ops per step.
+state (oscillator, envelopes, coefficients) is computed vectorised over time blocks; only the
+sample loop is sequential. It has two implementations that agree to float rounding
+(tests/test_ladder_kernel.py): the numba kernel of ``src.synth.ladder_kernel`` serves every
+CPU render (generation, evaluation by resynthesis, CMA-ES refinement); the torch loop
+``ladder_loop`` (13 in-place batch-wide ops per step, several times slower on a CPU) serves
+GPU tensors and machines without numba. Neither is differentiable (the synth writes into
+preallocated buffers), so refinement searches the Moog without gradients
+(src/matching/diffsynth.py).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import math
 
 import torch
 
+from src.synth import ladder_kernel
 from src.synth.base import (
     Notes,
     Synth,
@@ -79,6 +86,9 @@ class MoogSynth(Synth):
         max_batch: records run through one ladder pass; bigger batches amortise the per-step
             overhead of the sample loop, larger ones are split to bound memory.
         blep_points: band limiting of the oscillator, see ``SawSynth``.
+        ladder: "auto" runs the compiled sample loop where it can (numba installed, CPU
+            tensors; the environment variable ``NSM_LADDER=torch`` turns it off) and the
+            torch loop otherwise; "torch" always runs the torch loop.
     """
 
     param_names = (
@@ -106,6 +116,7 @@ class MoogSynth(Synth):
         block_size: int = 64,
         max_batch: int = 8192,
         blep_points: int = 2,
+        ladder: str = "auto",
     ) -> None:
         if not 0.0 <= note_off <= 1.0:
             raise ValueError(f"note_off must be in [0, 1], got {note_off}")
@@ -115,11 +126,14 @@ class MoogSynth(Synth):
             raise ValueError("block_size and max_batch must be >= 1")
         if blep_points not in (2, 4):
             raise ValueError(f"blep_points must be 2 or 4, got {blep_points}")
+        if ladder not in ("auto", "torch"):
+            raise ValueError(f"ladder must be 'auto' or 'torch', got {ladder!r}")
         self.note_off = note_off
         self.drive = drive
         self.block_size = block_size
         self.max_batch = max_batch
         self.blep_points = blep_points
+        self.ladder = ladder
 
     def _render(self, notes: Notes) -> torch.Tensor:
         p, sample_rate, n_samples, batch = notes.p, notes.sample_rate, notes.n_samples, notes.batch
@@ -168,6 +182,8 @@ class MoogSynth(Synth):
         log_lo = math.log(math.pi * _MIN_CUTOFF_HZ / sr)
         log_hi = math.log(math.pi * self.max_cutoff_ratio)
         adsr = _AdsrCoefs(p, sr, n_samples, self.note_off)
+        compiled = self._compiled(p)
+        threads = torch.get_num_threads()
 
         tb = min(self.block_size, n_samples)
         n_scratch = self.blep_points // 2 + 1
@@ -201,9 +217,18 @@ class MoogSynth(Synth):
             torch.addcmul(den_c0, kab, den_c4, out=tb_).reciprocal_()
             xb.mul_(tb_)
             torch.addcmul(tb_, gb, tb_, value=-1.0, out=kab).mul_(den_c4)
+            if compiled:
+                ladder_kernel.ladder_numba(gb, xb, kab, y[n0 : n0 + m], state, threads)
+                continue
             with intra_op_threads(1):
                 ladder_loop(gb, xb, kab, y[n0 : n0 + m], state, scratch)
         return y
+
+    def _compiled(self, p: dict[str, torch.Tensor]) -> bool:
+        """Whether the numba sample loop can serve this render (see the class docstring)."""
+        if self.ladder != "auto" or not ladder_kernel.available():
+            return False
+        return all(v.device.type == "cpu" for v in p.values())
 
 
 class _AdsrCoefs:
