@@ -4,12 +4,13 @@ The recursion of ``src.synth.moog.ladder_loop`` is sequential in time, so in tor
 13 batch-wide op dispatches per sample (8,000 sample steps a note). Here numba compiles it to
 machine code: the time loop is outer and the batch loop inner over contiguous rows, so LLVM
 vectorises across records (SIMD); with several threads each takes a range of records.
-Every step is written in the order torch evaluates it (``addcmul``: ``a + v * b * c``;
-``lerp``: its two-branch formula on the weight) with ``fastmath=False``. ``tanh`` is computed
-here in float64 (``exp`` by a Taylor polynomial and five squarings, rounded once to float32:
-correctly rounded on a dense grid, see tests/test_ladder_kernel.py) because the C library's
-``tanh`` is a scalar call that stops vectorisation; torch's SLEEF ``tanh`` is within 1 ulp of
-it, so the two paths differ by float rounding that the filter's feedback carries along.
+Every step is written as torch's CPU kernels evaluate it (``addcmul`` and ``lerp`` as fused
+multiply-adds, ``lerp`` by its two-branch formula on the weight), with ``fastmath=False``.
+``tanh`` is computed here in float64 (``exp`` by a Taylor polynomial and five squarings,
+rounded once to float32: correctly rounded on a dense grid, see tests/test_ladder_kernel.py)
+because the C library's ``tanh`` is a scalar call that stops vectorisation; torch's SLEEF
+``tanh`` is within 1 ulp of it, so the two paths differ by float rounding that the filter's
+feedback carries along (about 1e-7 on rendered notes).
 
 Why numba: a well-kept JIT with wheels wherever torch has them, so setup needs no compiler;
 ``cache=True`` keeps the machine code on disk after the first call. The torch loop stays for
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from src.utils.threads import run_split
 
 __all__ = ["available", "ladder_numba"]
 
@@ -88,9 +90,19 @@ if numba is not None:
         return t if v >= 0.0 else -t
 
     @numba.njit(inline="always", **_jit)
+    def fma32(a, b, c):  # pragma: no cover - compiled
+        """float32 a * b + c rounded once, like torch's vectorised addcmul and lerp (FMA).
+
+        The product of two float32 is exact in float64; the float64 sum is then rounded to
+        float32 (numba exposes no fma, and the double rounding differs from it only in rare
+        ties)."""
+        return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+
+    @numba.njit(inline="always", **_jit)
     def _lerp(a, b, w):  # pragma: no cover - compiled
-        """torch.lerp's formula (exact at both ends)."""
-        return a + w * (b - a) if w < 0.5 else b - (b - a) * (np.float32(1.0) - w)
+        """torch.lerp(a, b, w): exact at both ends, FMA like torch's kernel."""
+        d = b - a
+        return fma32(w, d, a) if w < 0.5 else fma32(-d, np.float32(1.0) - w, b)
 
     @numba.njit(**_jit)
     def _ladder(g, x, ka, out, state, b0, n):  # pragma: no cover - compiled
@@ -104,10 +116,10 @@ if numba is not None:
             gr, xr, kr, orow = gf[i : i + n], xf[i : i + n], kf[i : i + n], of[i : i + n]
             for b in range(n):
                 gt = gr[b]
-                w = s2[b] + s1[b] * gt
-                y = s3[b] + w * gt
-                w = s4[b] + y * gt
-                u = np.float32(tanh_f64(np.float64(xr[b] + (-kr[b]) * w)))
+                w = fma32(s1[b], gt, s2[b])
+                y = fma32(w, gt, s3[b])
+                w = fma32(y, gt, s4[b])
+                u = np.float32(tanh_f64(np.float64(fma32(-kr[b], w, xr[b]))))
                 a = s1[b]
                 y = _lerp(a, u, gt)
                 s1[b] = y + (y - a)  # lerp(a, y, 2) = y - (y - a) (1 - 2)
@@ -121,17 +133,6 @@ if numba is not None:
                 o = _lerp(a, y, gt)
                 s4[b] = o + (o - a)
                 orow[b] = o
-
-
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _executor(threads: int) -> ThreadPoolExecutor:
-    """A thread pool of this process (a forked child makes its own)."""
-    global _pool
-    if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < threads:
-        _pool = (os.getpid(), ThreadPoolExecutor(threads, thread_name_prefix="ladder"))
-    return _pool[1]
 
 
 def ladder_numba(
@@ -152,13 +153,4 @@ def ladder_numba(
     Like the torch loop it writes in place, so it is not differentiable.
     """
     arrays = (g.numpy(), x.numpy(), ka.numpy(), out.numpy(), state.numpy())
-    n_b = g.shape[1]
-    chunks = max(1, min(threads, n_b // 256))
-    if chunks == 1:
-        _ladder(*arrays, 0, n_b)
-        return
-    per = -(-n_b // chunks)
-    starts = range(0, n_b, per)
-    jobs = [_executor(chunks).submit(_ladder, *arrays, b0, min(per, n_b - b0)) for b0 in starts]
-    for job in jobs:
-        job.result()
+    run_split(lambda b0, b1: _ladder(*arrays, b0, b1 - b0), g.shape[1], threads, 256)
