@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 try:  # optional at import time: the synth falls back to the torch loop
     import numba
+    from numba.core import types
+    from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - exercised where numba is missing
     numba = None
 
@@ -89,14 +91,16 @@ if numba is not None:
         t = small if a < 0.01 else big
         return t if v >= 0.0 else -t
 
-    @numba.njit(inline="always", **_jit)
-    def fma32(a, b, c):  # pragma: no cover - compiled
-        """float32 a * b + c rounded once, like torch's vectorised addcmul and lerp (FMA).
+    @intrinsic
+    def fma32(typingctx, a, b, c):  # pragma: no cover - compiled
+        """float32 a * b + c rounded once (LLVM's fma: one instruction where the CPU has FMA),
+        as torch's vectorised addcmul and lerp compute it."""
+        sig = types.float32(types.float32, types.float32, types.float32)
 
-        The product of two float32 is exact in float64; the float64 sum is then rounded to
-        float32 (numba exposes no fma, and the double rounding differs from it only in rare
-        ties)."""
-        return np.float32(np.float64(a) * np.float64(b) + np.float64(c))
+        def codegen(context, builder, signature, args):
+            return builder.fma(*args)
+
+        return sig, codegen
 
     @numba.njit(inline="always", **_jit)
     def _lerp(a, b, w):  # pragma: no cover - compiled
