@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from src.generation import nuisance as nz
+from src.generation import nuisance_kernel
 from src.synth.base import Randomness
 
 pytest.importorskip("numba")
@@ -31,7 +32,7 @@ def test_compiled_pass_equals_torch(monkeypatch, onset_ms, noise_db, threads: in
     out = {}
     for path in ("compiled", "torch"):
         if path == "torch":
-            monkeypatch.setattr(nz, "delay_and_noise_", lambda *a: False)
+            monkeypatch.setattr(nuisance_kernel, "delay_and_noise_", lambda *a: False)
         record: dict = {}
         random = Randomness(torch.Generator().manual_seed(7), groups)
         monkeypatch.setattr(torch, "get_num_threads", lambda: threads)

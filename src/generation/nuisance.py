@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 import torch
 
 from src.errors import ConfigError
-from src.generation.nuisance_kernel import delay_and_noise_
 from src.synth.base import Randomness
 
 
@@ -107,6 +106,8 @@ class Nuisance:
             bank, starts = noise_draws((b, t), random)
         if delay is None and factor is None:
             return audio
+        from src.generation.nuisance_kernel import delay_and_noise_  # numba: not at startup
+
         shift = torch.zeros(b, dtype=torch.long) if delay is None else delay.clamp(0, t)
         threads = torch.get_num_threads()
         if delay_and_noise_(audio, shift, factor, bank, starts, threads):

@@ -21,7 +21,6 @@ import math
 
 import torch
 
-from src.synth import ladder_kernel
 from src.synth.base import (
     Notes,
     Synth,
@@ -183,6 +182,8 @@ class MoogSynth(Synth):
         log_hi = math.log(math.pi * self.max_cutoff_ratio)
         adsr = _AdsrCoefs(p, sr, n_samples, self.note_off)
         compiled = self._compiled(p)
+        if compiled:
+            from src.synth.ladder_kernel import ladder_numba
         threads = torch.get_num_threads()
 
         tb = min(self.block_size, n_samples)
@@ -218,7 +219,7 @@ class MoogSynth(Synth):
             xb.mul_(tb_)
             torch.addcmul(tb_, gb, tb_, value=-1.0, out=kab).mul_(den_c4)
             if compiled:
-                ladder_kernel.ladder_numba(gb, xb, kab, y[n0 : n0 + m], state, threads)
+                ladder_numba(gb, xb, kab, y[n0 : n0 + m], state, threads)
                 continue
             with intra_op_threads(1):
                 ladder_loop(gb, xb, kab, y[n0 : n0 + m], state, scratch)
@@ -226,6 +227,8 @@ class MoogSynth(Synth):
 
     def _compiled(self, p: dict[str, torch.Tensor]) -> bool:
         """Whether the numba sample loop can serve this render (see the class docstring)."""
+        from src.synth import ladder_kernel  # here, not at import: numba adds to startup
+
         if self.ladder != "auto" or not ladder_kernel.available():
             return False
         return all(v.device.type == "cpu" for v in p.values())
