@@ -109,12 +109,13 @@ if numba is not None:
         return fma32(w, d, a) if w < 0.5 else fma32(-d, np.float32(1.0) - w, b)
 
     @numba.njit(**_jit)
-    def _ladder(g, x, ka, out, state, b0, n):  # pragma: no cover - compiled
+    def _ladder(g, x, ka, out, state, peak, b0, n):  # pragma: no cover - compiled
         """Columns b0 .. b0 + n - 1 of the (T, B) arrays."""
         n_t, n_b = g.shape
         gf, xf, kf, of = g.ravel(), x.ravel(), ka.ravel(), out.ravel()
         s1, s2 = state[0, b0 : b0 + n], state[1, b0 : b0 + n]
         s3, s4 = state[2, b0 : b0 + n], state[3, b0 : b0 + n]
+        pk = peak[b0 : b0 + n]
         for t in range(n_t):
             i = t * n_b + b0
             gr, xr, kr, orow = gf[i : i + n], xf[i : i + n], kf[i : i + n], of[i : i + n]
@@ -137,6 +138,7 @@ if numba is not None:
                 o = _lerp(a, y, gt)
                 s4[b] = o + (o - a)
                 orow[b] = o
+                pk[b] = max(pk[b], abs(o))
 
 
 def ladder_numba(
@@ -145,16 +147,19 @@ def ladder_numba(
     ka: torch.Tensor,
     out: torch.Tensor,
     state: torch.Tensor,
+    peak: torch.Tensor,
     threads: int = 1,
 ) -> None:
     """``src.synth.moog.ladder_loop`` on contiguous CPU float32 tensors, compiled.
 
-    Same arguments but no scratch; ``out`` and ``state`` are written in place. With
+    Same arguments but no scratch; ``out`` and ``state`` are written in place, and ``peak``
+    (B,) is raised to each record's largest output magnitude (soft_limit_ then needs no
+    pass over the notes). With
     ``threads`` > 1 the batch is split into that many column ranges (of at least 256
     records) run on Python threads: the kernel releases the GIL. Plain threads rather than
     numba's ``parallel=True``, whose OpenMP layer spin-waits between calls and then starves
     torch's own threads (a 50x slowdown of the ops around it, measured on 2 cores).
     Like the torch loop it writes in place, so it is not differentiable.
     """
-    arrays = (g.numpy(), x.numpy(), ka.numpy(), out.numpy(), state.numpy())
+    arrays = (g.numpy(), x.numpy(), ka.numpy(), out.numpy(), state.numpy(), peak.numpy())
     run_split(lambda b0, b1: _ladder(*arrays, b0, b1 - b0), g.shape[1], threads, 256)

@@ -138,15 +138,18 @@ class MoogSynth(Synth):
         p, sample_rate, n_samples, batch = notes.p, notes.sample_rate, notes.n_samples, notes.batch
         phase0 = notes.start_phases()[:, 0]
         out = torch.empty(batch, n_samples, dtype=torch.float32, device=phase0.device)
+        # The compiled loop leaves each note's largest magnitude here (for the soft limit).
+        peak = torch.zeros(batch) if self._compiled(p) else None
         for s in range(0, batch, self.max_batch):
             e = min(s + self.max_batch, batch)
             chunk = {k: v[s:e] for k, v in p.items()}
-            out[s:e].copy_(self._filtered_saw(chunk, phase0[s:e], sample_rate, n_samples).t())
+            part = None if peak is None else peak[s:e]
+            out[s:e].copy_(self._filtered_saw(chunk, phase0[s:e], sample_rate, n_samples, part).t())
         # The output gain is folded into the VCA. Rare resonant overshoots (fast cutoff
         # sweeps near self-oscillation) meet a soft knee at 0.9 of full scale before the VCA,
         # so a note's timbre does not depend on its level and level <= 0 dB stays in [-1, 1].
         gain = self._out_gain()
-        soft_limit_(out, 0.9, ceiling=1.0 / gain)
+        soft_limit_(out, 0.9, ceiling=1.0 / gain, peak=peak)
         amp = db_to_amp(p["level"]) * gain
         return decay_envelope_(out, amp, p["decay"], p["attack"], sample_rate)
 
@@ -159,9 +162,16 @@ class MoogSynth(Synth):
         return 1.0 / min(1.0, 1.6 * self.drive)
 
     def _filtered_saw(
-        self, p: dict[str, torch.Tensor], phase0: torch.Tensor, sample_rate: int, n_samples: int
+        self,
+        p: dict[str, torch.Tensor],
+        phase0: torch.Tensor,
+        sample_rate: int,
+        n_samples: int,
+        peak: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Ladder-filtered, unit-level saw for one batch chunk, time-major (T, B)."""
+        """Ladder-filtered, unit-level saw for one batch chunk, time-major (T, B). With
+        ``peak`` ((B,) zeros) the compiled loop runs and leaves each note's largest
+        magnitude there; without it the torch loop runs."""
         dev = phase0.device
         batch = phase0.shape[0]
         f32 = torch.float32
@@ -181,7 +191,7 @@ class MoogSynth(Synth):
         log_lo = math.log(math.pi * _MIN_CUTOFF_HZ / sr)
         log_hi = math.log(math.pi * self.max_cutoff_ratio)
         adsr = _AdsrCoefs(p, sr, n_samples, self.note_off)
-        compiled = self._compiled(p)
+        compiled = peak is not None
         if compiled:
             from src.synth.ladder_kernel import ladder_numba
         threads = torch.get_num_threads()
@@ -219,7 +229,7 @@ class MoogSynth(Synth):
             xb.mul_(tb_)
             torch.addcmul(tb_, gb, tb_, value=-1.0, out=kab).mul_(den_c4)
             if compiled:
-                ladder_numba(gb, xb, kab, y[n0 : n0 + m], state, threads)
+                ladder_numba(gb, xb, kab, y[n0 : n0 + m], state, peak, threads)
                 continue
             with intra_op_threads(1):
                 ladder_loop(gb, xb, kab, y[n0 : n0 + m], state, scratch)
