@@ -176,8 +176,10 @@ def main() -> None:
                 "",
                 "*trainer.compile=true*: the same run with the network compiled by torch.compile "
                 f"(its bare loop is the uncompiled one): {speed:.2f}x the records/s of the plain "
-                f"train.py run and {later:.0f} s more to the first step, i.e. {verdict} "
-                "(configs/trainer/default.yaml; `trainer=gpu_compile` turns it on for a GPU).",
+                f"train.py run and {later:.0f} s more to the first step (torch keeps compiled "
+                "kernels in an on-disk cache: the first compile on a machine takes far longer), "
+                f"i.e. {verdict} (configs/trainer/default.yaml; `trainer=gpu_compile` turns it "
+                "on for a GPU).",
             ]
         note = load_note()
         if note:
