@@ -41,8 +41,9 @@ format: setup
 
 bench: setup
 	$(PY) scripts/bench_generate.py --markdown docs/performance.md
+	$(PY) scripts/bench_render.py --markdown docs/performance.md
 	$(PY) scripts/bench_loading.py --markdown docs/performance.md
-	$(PY) scripts/bench_train.py --markdown docs/performance.md
+	$(PY) scripts/bench_train.py --compile --markdown docs/performance.md
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .hypothesis

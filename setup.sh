@@ -16,7 +16,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.sh -nt "$stam
   .venv/bin/python -m pip install --quiet -e '.[dev,codec,app,export]'
   touch "$stamp"
 fi
-.venv/bin/python -c "import torch, torchaudio, lightning, hydra, torchmetrics, onnxruntime" || {
+.venv/bin/python -c "import torch, torchaudio, lightning, hydra, torchmetrics, onnxruntime, numba" || {
   echo "setup.sh: the environment in .venv does not import; remove .venv and run again" >&2
   exit 1
 }

@@ -39,7 +39,7 @@ from rich.table import Table
 
 from src.paths import PROJECT_ROOT
 
-from mdreport import machine_line, update_section
+from mdreport import machine_line, target_status, update_section
 
 SCRIPT = Path(__file__).resolve()
 
@@ -324,7 +324,8 @@ def main() -> None:
         ),
         "",
         f"Peak memory, {sizes[-1]['size']:,} against {sizes[0]['size']:,} records: "
-        f"**{ratio:.2f}x** (target <= 1.2x: nothing but the label codes grows with the dataset).",
+        f"**{ratio:.2f}x** (target <= 1.2x: {target_status(ratio, 1.2, at_least=False)}; "
+        "nothing but the label codes grows with the dataset).",
         "",
         f"Workers at {small:,} records (best of {args.repeats}, interleaved; "
         f"{args.threads} torch thread(s) per worker):",

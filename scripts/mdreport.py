@@ -11,11 +11,13 @@ from src.metrics import metric_key
 from src.utils.machine import machine_line
 
 __all__ = [
+    "load_note",
     "machine_line",
     "markdown_table",
     "results_table",
     "sound_table",
     "spread",
+    "target_status",
     "update_section",
 ]
 
@@ -46,6 +48,30 @@ def update_section(path: str | Path, name: str, body: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def target_status(value: float, target: float, at_least: bool = True) -> str:
+    """ "met" or "missed": whether a measured figure reaches its target (a floor, or a ceiling
+    with at_least=False)."""
+    return "met" if (value >= target if at_least else value <= target) else "missed"
+
+
+def load_note() -> str:
+    """A sentence for figures taken while other work kept the cores busy (1-min load average
+    at least half the core count), else an empty string: such figures are floors, and a
+    target missed under load is not shown missed on a quiet machine."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return ""
+    cores = os.cpu_count() or 1
+    if load < 0.5 * cores:
+        return ""
+    return (
+        f"Measured under load: other jobs kept the cores busy (1-min load average {load:.1f} on "
+        f"{cores} cores), so these rates are lower than a quiet machine's; a target marked "
+        "missed here still needs a run on a quiet machine to be settled."
+    )
 
 
 def spread(values: list[float], fmt: str) -> str:

@@ -115,3 +115,16 @@ def test_compare_models_claims_need_three_standard_errors():
     assert "Beat `nn_pixels` on score: `a`, `b`; on the MAE of every head: `a`." in found
     assert "by the sound (MSS, mean and median): `a`; not: `b`, `c`." in found
     assert "by the sound (LSD, mean and median): `a`; not: `b`, `c`." in found
+
+
+def test_benchmarks_mark_targets_and_note_a_loaded_machine(monkeypatch):
+    md = load_script("mdreport")
+    assert md.target_status(20_000, 20_000) == "met"
+    assert md.target_status(19_999, 20_000) == "missed"
+    assert md.target_status(2.9, 3.0, at_least=False) == "met"
+    assert md.target_status(3.1, 3.0, at_least=False) == "missed"
+    monkeypatch.setattr(md.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(md.os, "getloadavg", lambda: (0.5, 0.0, 0.0))
+    assert md.load_note() == ""  # a quiet machine: nothing to say
+    monkeypatch.setattr(md.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    assert "load average 3.0 on 2 cores" in md.load_note()

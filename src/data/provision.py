@@ -22,12 +22,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.data.vimh import INFO_FILENAME, VIMHDataset, dataset_lock
 from src.errors import ConfigError, DataError, DatasetNotFoundError
-from src.generate import generate_dataset
 from src.generation.recipe import dataset_path, recipe_config, recipe_digest
 from src.utils.checks import dataset_dir
 from src.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
+
+
+def generate_dataset(cfg: DictConfig) -> Path:
+    """``src.generate.generate_dataset``, imported when a dataset is to be made: training on
+    an existing dataset then never loads the synths and their compiled kernels (startup)."""
+    from src.generate import generate_dataset as generate
+
+    return generate(cfg)
 
 
 def dataset_folder(data_cfg: DictConfig, data_root: str | Path, generate: bool = True) -> Path:

@@ -91,10 +91,10 @@ class Nuisance:
         """Delay each note's onset and add its noise floor; (B, T) in, (B, T) out; `record`
         (if given) receives the draws: `onset_s`, `noise_db`."""
         b, t = audio.shape
+        delay = factor = bank = starts = None
         if self.onset_ms is not None:
             lo, hi = (v * sample_rate / 1000.0 for v in self.onset_ms)
             delay = (lo + (hi - lo) * random.rand(b)).round().long()
-            audio = delayed(audio, delay)
             if record is not None:
                 record["onset_s"] = delay.double() / sample_rate
         if self.noise_db is not None:
@@ -102,10 +102,23 @@ class Nuisance:
             db = lo + (hi - lo) * random.rand(b, dtype=torch.float64)
             if record is not None:
                 record["noise_db"] = db
+            factor = torch.pow(10.0, db / 20.0)
+            bank, starts = noise_draws((b, t), random)
+        if delay is None and factor is None:
+            return audio
+        from src.generation.nuisance_kernel import delay_and_noise_  # numba: not at startup
+
+        shift = torch.zeros(b, dtype=torch.long) if delay is None else delay.clamp(0, t)
+        threads = torch.get_num_threads()
+        if delay_and_noise_(audio, shift, factor, bank, starts, threads):
+            return audio  # the compiled pass; below, the same in torch
+        if delay is not None:
+            audio = delayed(audio, delay)
+        if factor is not None:
             low, high = torch.aminmax(audio, dim=1)  # the peak without an abs() copy
             peak = torch.maximum(high, -low).double()
-            gain = (peak * torch.pow(10.0, db / 20.0)).float()[:, None]
-            audio = audio.addcmul_(noise_windows((b, t), random), gain)
+            gain = (peak * factor).float()[:, None]
+            audio = audio.addcmul_(bank.unfold(0, t, 1)[starts], gain)
         return audio
 
 
@@ -126,12 +139,19 @@ def delayed(audio: torch.Tensor, delay: torch.Tensor) -> torch.Tensor:
 NOISE_BANK = 1 << 18
 
 
-def noise_windows(shape: tuple[int, int], random: Randomness) -> torch.Tensor:
-    """(B, T) unit-variance white noise: each row a random window of one shared Gaussian bank.
+def noise_draws(shape: tuple[int, int], random: Randomness) -> tuple[torch.Tensor, torch.Tensor]:
+    """White noise for (B, T) notes: a shared unit-variance Gaussian bank and each row's start
+    in it (row b's noise is ``bank[starts[b]:][:T]``).
 
     Drawing B*T normals dominated the cost of a batch; B windows of a 256k-sample bank give
     every record its own noise realisation for the price of a gather.
     """
     b, t = shape
     bank = torch.randn(NOISE_BANK + t, generator=random.generator)
-    return bank.unfold(0, t, 1)[random.randint(NOISE_BANK, b)]
+    return bank, random.randint(NOISE_BANK, b)
+
+
+def noise_windows(shape: tuple[int, int], random: Randomness) -> torch.Tensor:
+    """(B, T) unit-variance white noise, the windows of ``noise_draws``."""
+    bank, starts = noise_draws(shape, random)
+    return bank.unfold(0, shape[1], 1)[starts]

@@ -226,17 +226,25 @@ def apply_attack_(audio: torch.Tensor, attack_s: torch.Tensor, sample_rate: floa
     return audio
 
 
-def soft_limit_(audio: torch.Tensor, threshold: float = 0.9, ceiling: float = 1.0) -> torch.Tensor:
+def soft_limit_(
+    audio: torch.Tensor,
+    threshold: float = 0.9,
+    ceiling: float = 1.0,
+    peak: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Bound (B, T) audio to [-ceiling, ceiling] in place: identity below threshold * ceiling.
 
     Above the knee the excess is replaced by a tanh curve (C1, never reaching the ceiling).
     Only rows whose peak exceeds the knee are touched, so the usual case costs one
-    reduction; it exists for rare resonant/overshooting corner cases, not as a level control.
+    reduction (none when the caller knows each row's largest magnitude, ``peak``); it exists
+    for rare resonant/overshooting corner cases, not as a level control.
     """
     if not 0.0 < threshold < 1.0 or ceiling <= 0.0:
         raise ValueError(f"need 0 < threshold < 1 and ceiling > 0, got {threshold}, {ceiling}")
     knee_at = threshold * ceiling
-    rows = torch.nonzero(audio.abs().amax(dim=1) > knee_at).flatten()
+    if peak is None:
+        peak = audio.abs().amax(dim=1)
+    rows = torch.nonzero(peak > knee_at).flatten()
     if rows.numel() == 0:
         return audio
     x = audio.index_select(0, rows)

@@ -5,8 +5,14 @@ low-passes. Each sample the linear feedback equation is solved in closed form an
 filter input is then saturated with tanh; the trapezoidal one-poles are stable for any
 positive cutoff and tanh bounds the drive, so the filter is stable for every cutoff and
 resonance at 8 kHz without oversampling. Everything that does not depend on the filter
-state (oscillator, envelopes, coefficients) is computed vectorised over time blocks, so the
-sample loop only runs 13 in-place batch-wide ops per step.
+state (oscillator, envelopes, coefficients) is computed vectorised over time blocks; only the
+sample loop is sequential. It has two implementations that agree to float rounding
+(tests/test_ladder_kernel.py): the numba kernel of ``src.synth.ladder_kernel`` serves every
+CPU render (generation, evaluation by resynthesis, CMA-ES refinement); the torch loop
+``ladder_loop`` (13 in-place batch-wide ops per step, several times slower on a CPU) serves
+GPU tensors and machines without numba. Neither is differentiable (the synth writes into
+preallocated buffers), so refinement searches the Moog without gradients
+(src/matching/diffsynth.py).
 """
 
 from __future__ import annotations
@@ -79,6 +85,9 @@ class MoogSynth(Synth):
         max_batch: records run through one ladder pass; bigger batches amortise the per-step
             overhead of the sample loop, larger ones are split to bound memory.
         blep_points: band limiting of the oscillator, see ``SawSynth``.
+        ladder: "auto" runs the compiled sample loop where it can (numba installed, CPU
+            tensors; the environment variable ``NSM_LADDER=torch`` turns it off) and the
+            torch loop otherwise; "torch" always runs the torch loop.
     """
 
     param_names = (
@@ -106,6 +115,7 @@ class MoogSynth(Synth):
         block_size: int = 64,
         max_batch: int = 8192,
         blep_points: int = 2,
+        ladder: str = "auto",
     ) -> None:
         if not 0.0 <= note_off <= 1.0:
             raise ValueError(f"note_off must be in [0, 1], got {note_off}")
@@ -115,25 +125,31 @@ class MoogSynth(Synth):
             raise ValueError("block_size and max_batch must be >= 1")
         if blep_points not in (2, 4):
             raise ValueError(f"blep_points must be 2 or 4, got {blep_points}")
+        if ladder not in ("auto", "torch"):
+            raise ValueError(f"ladder must be 'auto' or 'torch', got {ladder!r}")
         self.note_off = note_off
         self.drive = drive
         self.block_size = block_size
         self.max_batch = max_batch
         self.blep_points = blep_points
+        self.ladder = ladder
 
     def _render(self, notes: Notes) -> torch.Tensor:
         p, sample_rate, n_samples, batch = notes.p, notes.sample_rate, notes.n_samples, notes.batch
         phase0 = notes.start_phases()[:, 0]
         out = torch.empty(batch, n_samples, dtype=torch.float32, device=phase0.device)
+        # The compiled loop leaves each note's largest magnitude here (for the soft limit).
+        peak = torch.zeros(batch) if self._compiled(p) else None
         for s in range(0, batch, self.max_batch):
             e = min(s + self.max_batch, batch)
             chunk = {k: v[s:e] for k, v in p.items()}
-            out[s:e].copy_(self._filtered_saw(chunk, phase0[s:e], sample_rate, n_samples).t())
+            part = None if peak is None else peak[s:e]
+            out[s:e].copy_(self._filtered_saw(chunk, phase0[s:e], sample_rate, n_samples, part).t())
         # The output gain is folded into the VCA. Rare resonant overshoots (fast cutoff
         # sweeps near self-oscillation) meet a soft knee at 0.9 of full scale before the VCA,
         # so a note's timbre does not depend on its level and level <= 0 dB stays in [-1, 1].
         gain = self._out_gain()
-        soft_limit_(out, 0.9, ceiling=1.0 / gain)
+        soft_limit_(out, 0.9, ceiling=1.0 / gain, peak=peak)
         amp = db_to_amp(p["level"]) * gain
         return decay_envelope_(out, amp, p["decay"], p["attack"], sample_rate)
 
@@ -146,9 +162,16 @@ class MoogSynth(Synth):
         return 1.0 / min(1.0, 1.6 * self.drive)
 
     def _filtered_saw(
-        self, p: dict[str, torch.Tensor], phase0: torch.Tensor, sample_rate: int, n_samples: int
+        self,
+        p: dict[str, torch.Tensor],
+        phase0: torch.Tensor,
+        sample_rate: int,
+        n_samples: int,
+        peak: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Ladder-filtered, unit-level saw for one batch chunk, time-major (T, B)."""
+        """Ladder-filtered, unit-level saw for one batch chunk, time-major (T, B). With
+        ``peak`` ((B,) zeros) the compiled loop runs and leaves each note's largest
+        magnitude there; without it the torch loop runs."""
         dev = phase0.device
         batch = phase0.shape[0]
         f32 = torch.float32
@@ -168,6 +191,10 @@ class MoogSynth(Synth):
         log_lo = math.log(math.pi * _MIN_CUTOFF_HZ / sr)
         log_hi = math.log(math.pi * self.max_cutoff_ratio)
         adsr = _AdsrCoefs(p, sr, n_samples, self.note_off)
+        compiled = peak is not None
+        if compiled:
+            from src.synth.ladder_kernel import ladder_numba
+        threads = torch.get_num_threads()
 
         tb = min(self.block_size, n_samples)
         n_scratch = self.blep_points // 2 + 1
@@ -201,9 +228,20 @@ class MoogSynth(Synth):
             torch.addcmul(den_c0, kab, den_c4, out=tb_).reciprocal_()
             xb.mul_(tb_)
             torch.addcmul(tb_, gb, tb_, value=-1.0, out=kab).mul_(den_c4)
+            if compiled:
+                ladder_numba(gb, xb, kab, y[n0 : n0 + m], state, peak, threads)
+                continue
             with intra_op_threads(1):
                 ladder_loop(gb, xb, kab, y[n0 : n0 + m], state, scratch)
         return y
+
+    def _compiled(self, p: dict[str, torch.Tensor]) -> bool:
+        """Whether the numba sample loop can serve this render (see the class docstring)."""
+        from src.synth import ladder_kernel  # here, not at import: numba adds to startup
+
+        if self.ladder != "auto" or not ladder_kernel.available():
+            return False
+        return all(v.device.type == "cpu" for v in p.values())
 
 
 class _AdsrCoefs:
