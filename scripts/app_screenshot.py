@@ -11,34 +11,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from src.paths import PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the app exited with {proc.returncode}: {proc.communicate()[1]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
 def main() -> None:
@@ -54,19 +33,22 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
-    from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from src.app import serve
+    from src.demo.browser import (
+        browser_paths,
+        free_port,
+        headless_chrome,
+        predict_upload,
+        small_png,
+        wait_for_server,
+    )
     from src.paths import CONFIG_DIR
 
     overrides = [f"data={args.data}", f"ckpt_path={args.ckpt}", "launch=false"]
-    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
-    driver = shutil.which("chromedriver")
+    browser, driver = browser_paths()
     if not (browser and driver):
         raise SystemExit("Chromium and chromedriver are needed: make browser")
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,40 +67,24 @@ def main() -> None:
              f"port={port}", f"hydra.run.dir={tmp}/run", "extras.print_config=false"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        options = Options()
-        options.binary_location = browser
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-            options.add_argument(arg)
-        options.add_argument("--window-size=1400,1900")
         chrome = None
         try:
             url = f"http://127.0.0.1:{port}/"
-            wait_for(url, proc)
-            chrome = webdriver.Chrome(service=Service(driver), options=options)
+            wait_for_server(proc, url)
+            chrome = headless_chrome(browser, driver)
             wait = WebDriverWait(chrome, 600)
             chrome.get(url)
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sound input[type=file]"))
-            chrome.find_element(By.CSS_SELECTOR, "#sound input[type=file]").send_keys(str(upload))
-            uploaded = "#sound [data-testid=download-link]"
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, uploaded))
-            if args.refine:
-                chrome.find_element(By.CSS_SELECTOR, "#refine input[type=checkbox]").click()
-            chrome.find_element(By.ID, "run").click()
-            wait.until(lambda d: "note.wav" in d.find_element(By.ID, "status").text)
+            print(predict_upload(chrome, wait, upload, "note.wav", refine=args.refine))
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#out_image_1 img"))
             time.sleep(1.0)  # let the images paint
             shot = Path(tmp) / "page.png"
             chrome.save_screenshot(str(shot))
-            print(chrome.find_element(By.ID, "status").text)
         finally:
             if chrome is not None:
                 chrome.quit()
             proc.terminate()
             proc.wait(timeout=30)
-        image = Image.open(shot).convert("RGB")
-        height = round(image.height * args.width / image.width)
-        image = image.resize((args.width, height), Image.LANCZOS)
-        image.quantize(colors=128).save(args.out, optimize=True)
+        small_png(shot, args.out, args.width)
     print(f"wrote {args.out}")
 
 

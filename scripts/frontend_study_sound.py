@@ -14,8 +14,6 @@ back-end and front-end setting (mean ± std over the seeds that finished).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 from pathlib import Path
 
@@ -26,22 +24,13 @@ from src.models.tasks import datamodule_state, module_from_checkpoint, read_chec
 from src.paths import PROJECT_ROOT
 from src.utils.config import compose_config
 
+from compare_models import cached
 from mdreport import machine_line, markdown_table, sound_table, update_section
 
 RUN = re.compile(
     r"^(?P<task>[a-z_]+?)_(?P<backend>[a-z0-9.]+)_(?P<setting>fixed|stft|mel|both)_"
     r"m(?P<mels>\d+)_(?P<init>[a-z]+)_(?P<mask>[a-z0-9-]+)_lr[0-9.e-]+_s(?P<seed>\d+)$"
 )
-
-
-def keep(path: Path, make) -> dict:
-    if path.exists():
-        return json.loads(path.read_text())
-    result = make()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
-    return result
 
 
 def datamodule(task: str):
@@ -73,11 +62,11 @@ def main() -> None:
         if m["init"] != "mel" or m["mask"] != "none":
             continue  # the main table's cells only (n_mels 40, mel init, no mask)
         print(run.name, flush=True)
-        sound = keep(run / "sound.json", lambda run=run, m=m: run_sound(run, m["task"]))
+        sound = cached(run / "sound.json", lambda run=run, m=m: run_sound(run, m["task"]))
         groups.setdefault((m["task"], m["backend"], m["setting"]), []).append(sound)
     lines = []
     for task in sorted({t for t, _, _ in groups}):
-        base = keep(
+        base = cached(
             args.study / f"baselines_sound_{task}_audio.json",
             lambda task=task: baseline_sound(datamodule(task)),
         )

@@ -28,8 +28,6 @@ Refinements are cached under `--cache`, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import statistics
 import time
@@ -52,20 +50,10 @@ from src.paths import PROJECT_ROOT
 from src.predict import predict_notes
 from src.utils.config import compose_config
 
-from compare_models import beats, cached_run, data_overrides, label
+from compare_models import beats, cached, cached_run, data_overrides, label
 from mdreport import machine_line, markdown_table, spread, update_section
 
 METRICS = ("mss", "lsd_db", "f0_err_cents")
-
-
-def cached(path: Path, make):
-    if path.exists():
-        return json.loads(path.read_text())
-    result = make()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
-    return result
 
 
 def best_checkpoint(run: Path) -> Path:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,18 +16,23 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from src.demo.browser import (
+    browser_paths,
+    free_port,
+    headless_chrome,
+    predict_upload,
+    small_png,
+    wait_for_server,
+)
 from src.paths import PROJECT_ROOT
 from tests.helpers.app import app_overrides, train_tiny_saw
 from tests.helpers.entry import script_env
 from tests.helpers.runs import on
 
-CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
-
 
 def browser_or_skip() -> tuple[str, str]:
     """(browser, driver) paths; a missing one skips, unless NSM_REQUIRE_BROWSER=1 (CI) fails."""
-    browser = next((p for p in map(shutil.which, CHROMIUM) if p), None)
-    driver = shutil.which("chromedriver")
+    browser, driver = browser_paths()
     missing = [n for n, p in (("chromium", browser), ("chromedriver", driver)) if not p]
     try:
         import gradio  # noqa: F401
@@ -44,46 +47,14 @@ def browser_or_skip() -> tuple[str, str]:
     return browser, driver
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_server(proc: subprocess.Popen, url: str, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the app exited with {proc.returncode}:\n{out}\n{err}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"the app did not answer at {url} within {timeout:.0f} s")
-
-
 def fetch_wav(url: str) -> tuple[np.ndarray, int]:
     with urllib.request.urlopen(url, timeout=30) as r:
         return sf.read(io.BytesIO(r.read()), dtype="float32")
 
 
-def small_copy(path: Path, to: Path, width: int = 900) -> None:
-    """A downscaled, palette PNG of a screenshot (small enough to commit)."""
-    from PIL import Image
-
-    image = Image.open(path).convert("RGB")
-    image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
-    image.quantize(colors=128).save(to, optimize=True)
-
-
 @pytest.mark.slow
 def test_the_page_in_chromium(tmp_path, compose_cfg, one_thread):
     browser, driver_path = browser_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -117,34 +88,18 @@ def test_the_page_in_chromium(tmp_path, compose_cfg, one_thread):
         text=True,
         env=script_env(),
     )
-    options = Options()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1400,1900")
     chrome = None
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_for_server(proc, url)
-        chrome = webdriver.Chrome(service=Service(driver_path), options=options)
+        chrome = headless_chrome(browser, driver_path)
         wait = WebDriverWait(chrome, 120)
         chrome.get(url)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sound input[type=file]"))
         assert "ConvNet" in chrome.find_element(By.ID, "model").text
 
-        def status() -> str:
-            return chrome.find_element(By.ID, "status").text
-
         def run(path: Path, expect: str) -> str:
-            for clear in chrome.find_elements(By.CSS_SELECTOR, "#sound button[aria-label=Clear]"):
-                clear.click()  # the last upload, to upload another
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sound input[type=file]"))
-            chrome.find_element(By.CSS_SELECTOR, "#sound input[type=file]").send_keys(str(path))
-            uploaded = "#sound [data-testid=download-link]"
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, uploaded))
-            chrome.find_element(By.ID, "run").click()
-            wait.until(lambda d: expect in status())
-            return status()
+            return predict_upload(chrome, wait, path, expect)
 
         said = run(upload, "note.wav: one note")
         assert said == expected.message.replace("test_00003.wav", "note.wav")
@@ -172,7 +127,7 @@ def test_the_page_in_chromium(tmp_path, compose_cfg, one_thread):
         assert len(sources) == 2 and all(s.endswith(".png") for s in sources)
         chrome.save_screenshot(str(tmp_path / "page.png"))
         if os.environ.get("NSM_SCREENSHOT"):  # how docs/app.png is taken (README)
-            small_copy(tmp_path / "page.png", Path(os.environ["NSM_SCREENSHOT"]))
+            small_png(tmp_path / "page.png", Path(os.environ["NSM_SCREENSHOT"]))
         # A file that is no sound: a message on the page, and the server keeps serving.
         said = run(junk, "error:")
         assert "junk.wav: not a sound file this page can read" in said

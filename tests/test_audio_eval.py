@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
 from src.data.vimh import INFO_FILENAME, VIMHDataset
 from src.errors import ConfigError, DataError
@@ -22,10 +21,7 @@ from src.eval import evaluate
 from src.metrics.baselines import BASELINES
 from src.predict import predict
 from src.synth.saw import SawSynth
-from src.train import train
-from tests.conftest import compose_config
-from tests.helpers.runs import QUIET, on, raises_user_error
-from tests.helpers.synth_data import make_saw_dataset
+from tests.helpers.runs import on, raises_user_error, train_saw_checkpoint
 from tests.helpers.vimh import make_vimh
 
 
@@ -33,28 +29,7 @@ from tests.helpers.vimh import make_vimh
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset folder, best checkpoint) of cnn_12k trained a few epochs on easy saw notes."""
     root = tmp_path_factory.mktemp("audio_eval")
-    folder = make_saw_dataset(root / "data", size=1000, batch_size=128, seed=5)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = compose_config(
-            "train",
-            root / "train",
-            [
-                *on(folder),
-                "model=cnn_12k",
-                "trainer.max_epochs=6",
-                "data.batch_size=32",
-                "callbacks.lr_monitor=null",
-                "logger=none",
-                *QUIET,
-            ],
-        )
-        _, objects = train(cfg)
-    finally:
-        torch.set_num_threads(n)
-        GlobalHydra.instance().clear()
-    return folder, Path(objects["trainer"].checkpoint_callback.best_model_path)
+    return train_saw_checkpoint(root, size=1000, epochs=6, dataset_batch=128)
 
 
 def test_eval_writes_the_resynthesis_report(compose_cfg, trained, one_thread):

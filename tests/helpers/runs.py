@@ -72,3 +72,38 @@ class WeightWatch(L.Callback):
     def changed(self) -> list[str]:
         now = dict(self.module.named_parameters())
         return [n for n, p in self.start.items() if not torch.equal(p, now[n].detach())]
+
+
+def train_saw_checkpoint(
+    root: Path, size: int = 300, epochs: int = 3, dataset_batch: int = 64
+) -> tuple[Path, Path]:
+    """(dataset folder, best checkpoint) of cnn_12k trained `epochs` on `size` easy saw notes,
+    on one thread (seconds on one core at the defaults)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.train import train
+    from tests.conftest import compose_config
+    from tests.helpers.synth_data import make_saw_dataset
+
+    folder = make_saw_dataset(root / "data", size=size, batch_size=dataset_batch, seed=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = compose_config(
+            "train",
+            root / "train",
+            [
+                *on(folder),
+                "model=cnn_12k",
+                f"trainer.max_epochs={epochs}",
+                "data.batch_size=32",
+                "callbacks.lr_monitor=null",
+                "logger=none",
+                *QUIET,
+            ],
+        )
+        _, objects = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+        GlobalHydra.instance().clear()
+    return folder, Path(objects["trainer"].checkpoint_callback.best_model_path)
